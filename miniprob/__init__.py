@@ -1,0 +1,39 @@
+"""miniprob: a small, fast probabilistic programming library on PyTorch, in the style of Pyro.
+
+``import miniprob as pyro`` runs Pyro-style code for everything miniprob implements.
+
+Example::
+
+    >>> import torch, miniprob as pyro, miniprob.distributions as dist
+    >>> def model(data):
+    ...     loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+    ...     with pyro.plate("data", len(data)):
+    ...         pyro.sample("obs", dist.Normal(loc, 1.0), obs=data)
+    >>> model(torch.randn(5))
+"""
+
+from . import distributions, poutine
+from .params import ParamStore, clear_param_store, get_param_store
+from .poutine.plate import plate
+from .primitives import deterministic, factor, module, param, sample
+from .util import set_rng_seed
+from .validation import enable_validation, validation_enabled
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ParamStore",
+    "clear_param_store",
+    "deterministic",
+    "distributions",
+    "enable_validation",
+    "factor",
+    "get_param_store",
+    "module",
+    "param",
+    "plate",
+    "poutine",
+    "sample",
+    "set_rng_seed",
+    "validation_enabled",
+]

@@ -1,0 +1,52 @@
+"""Distributions: every ``torch.distributions`` class with Pyro's shape helpers, plus ``Delta``.
+
+``miniprob.distributions.Normal`` is a subclass of ``torch.distributions.Normal`` that adds
+``to_event``, ``expand_by``, ``mask`` and ``__call__`` (see :mod:`.shape`). Plain torch
+distributions are accepted at sample sites too.
+
+Example::
+
+    >>> import torch
+    >>> import miniprob.distributions as dist
+    >>> d = dist.Normal(torch.zeros(2), 1.0).to_event(1)
+    >>> isinstance(d, torch.distributions.Independent)
+    True
+"""
+
+import torch.distributions as _td
+from torch.distributions import Distribution, kl_divergence, register_kl
+
+from . import constraints, transforms
+from .delta import Delta
+from .shape import Independent, MaskedDistribution, ShapeHelpers
+
+
+def _with_helpers(cls: type) -> type:
+    return type(cls.__name__, (ShapeHelpers, cls), {"__module__": __name__, "__doc__": cls.__doc__})
+
+
+_WRAPPED = {}
+for _name in _td.__all__:
+    _cls = getattr(_td, _name)
+    if (
+        isinstance(_cls, type)
+        and issubclass(_cls, Distribution)
+        and _cls not in (Distribution, _td.Independent, _td.ExponentialFamily)
+    ):
+        _WRAPPED[_name] = _with_helpers(_cls)
+globals().update(_WRAPPED)
+
+__all__ = sorted(
+    [
+        *_WRAPPED,
+        "Delta",
+        "Distribution",
+        "Independent",
+        "MaskedDistribution",
+        "ShapeHelpers",
+        "constraints",
+        "kl_divergence",
+        "register_kl",
+        "transforms",
+    ]
+)

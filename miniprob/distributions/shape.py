@@ -1,0 +1,154 @@
+"""Pyro's shape helpers for torch distributions: ``to_event``, ``expand_by``, ``mask``.
+
+Why subclasses and not patching: every ``torch.distributions`` class gets a subclass here that
+adds the helpers (:class:`ShapeHelpers` first in the MRO), so ``miniprob.distributions.Normal``
+is a real ``torch.distributions.Normal`` while torch's own classes stay untouched for other
+libraries in the same process. The subclasses add no ``__init__``, so torch's ``expand`` (which
+builds instances of ``type(self)``) keeps working, and they switch torch's per-call argument
+validation off: miniprob validates at sample sites, once, instead (see ``miniprob.validation``).
+
+Example::
+
+    >>> import torch
+    >>> from miniprob import distributions as dist
+    >>> d = dist.Normal(torch.zeros(3), 1.0).to_event(1)
+    >>> d.batch_shape, d.event_shape
+    (torch.Size([]), torch.Size([3]))
+    >>> dist.Normal(0.0, 1.0).expand_by([4, 2]).batch_shape
+    torch.Size([4, 2])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.distributions import Distribution, constraints
+
+
+class ShapeHelpers:
+    """Mixin adding Pyro's shape helpers to a torch distribution class."""
+
+    _validate_args = False
+
+    def __call__(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        """Draw a value: ``rsample`` where the distribution has it, else ``sample``."""
+        if self.has_rsample:
+            return self.rsample(sample_shape)
+        return self.sample(sample_shape)
+
+    def to_event(self, reinterpreted_batch_ndims: int | None = None) -> Distribution:
+        """Treat the rightmost ``reinterpreted_batch_ndims`` batch dims as event dims."""
+        if reinterpreted_batch_ndims is None:
+            reinterpreted_batch_ndims = len(self.batch_shape)
+        if reinterpreted_batch_ndims == 0:
+            return self
+        if reinterpreted_batch_ndims < 0:
+            raise ValueError(
+                f"to_event expects a non-negative number of dims, got {reinterpreted_batch_ndims}"
+            )
+        return Independent(self, reinterpreted_batch_ndims)
+
+    def expand_by(self, sample_shape: Sequence[int]) -> Distribution:
+        """Expand the batch shape on the left by ``sample_shape``."""
+        return self.expand(torch.Size(sample_shape) + self.batch_shape)
+
+    def mask(self, mask: bool | torch.Tensor) -> Distribution:
+        """Zero the log density where ``mask`` is False (a bool or a bool tensor)."""
+        if mask is True:
+            return self
+        return MaskedDistribution(self, mask)
+
+
+class MaskedDistribution(ShapeHelpers, Distribution):
+    """``base_dist`` whose ``log_prob`` is zero where ``mask`` is False.
+
+    Example::
+
+        >>> import torch
+        >>> from miniprob import distributions as dist
+        >>> d = dist.Normal(torch.zeros(2), 1.0).mask(torch.tensor([True, False]))
+        >>> d.log_prob(torch.zeros(2))[1].item()
+        0.0
+    """
+
+    arg_constraints: dict = {}
+
+    def __init__(self, base_dist: Distribution, mask: bool | torch.Tensor) -> None:
+        if isinstance(mask, bool):
+            mask = torch.tensor(mask)
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            raise ValueError(
+                f"mask must be a bool or a torch.bool tensor, got "
+                f"{mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__}"
+            )
+        batch_shape = torch.broadcast_shapes(mask.shape, base_dist.batch_shape)
+        if mask.shape != batch_shape:
+            mask = mask.expand(batch_shape)
+        if base_dist.batch_shape != batch_shape:
+            base_dist = base_dist.expand(batch_shape)
+        self.base_dist = base_dist
+        self._mask = mask
+        super().__init__(batch_shape, base_dist.event_shape, validate_args=False)
+
+    @property
+    def has_rsample(self) -> bool:
+        return self.base_dist.has_rsample
+
+    @property
+    def has_enumerate_support(self) -> bool:
+        return self.base_dist.has_enumerate_support
+
+    @constraints.dependent_property
+    def support(self):
+        return self.base_dist.support
+
+    def expand(self, batch_shape, _instance=None) -> MaskedDistribution:
+        batch_shape = torch.Size(batch_shape)
+        return MaskedDistribution(self.base_dist.expand(batch_shape), self._mask.expand(batch_shape))
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        return self.base_dist.sample(sample_shape)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        return self.base_dist.rsample(sample_shape)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        log_p = self.base_dist.log_prob(value)
+        return torch.where(self._mask, log_p, log_p.new_zeros(()))
+
+    def enumerate_support(self, expand: bool = True) -> torch.Tensor:
+        return self.base_dist.enumerate_support(expand)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.base_dist.mean
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.base_dist.variance
+
+
+class Independent(ShapeHelpers, torch.distributions.Independent):
+    """torch's ``Independent`` with the shape helpers; ``to_event`` merges instead of nesting."""
+
+    def to_event(self, reinterpreted_batch_ndims: int | None = None) -> Distribution:
+        if reinterpreted_batch_ndims is None:
+            reinterpreted_batch_ndims = len(self.batch_shape)
+        if reinterpreted_batch_ndims == 0:
+            return self
+        n = self.reinterpreted_batch_ndims + reinterpreted_batch_ndims
+        if n < 0:
+            raise ValueError(f"to_event({reinterpreted_batch_ndims}) removes more event dims than exist")
+        if n == 0:
+            return self.base_dist
+        return Independent(self.base_dist, n)
+
+
+def _kl_masked(p: MaskedDistribution, q: Distribution) -> torch.Tensor:
+    kl = torch.distributions.kl_divergence(p.base_dist, q.base_dist if isinstance(q, MaskedDistribution) else q)
+    return torch.where(p._mask, kl, kl.new_zeros(()))
+
+
+torch.distributions.kl.register_kl(MaskedDistribution, Distribution)(_kl_masked)
+torch.distributions.kl.register_kl(MaskedDistribution, MaskedDistribution)(_kl_masked)

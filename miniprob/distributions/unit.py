@@ -1,0 +1,46 @@
+"""``Unit``: a distribution over the empty set whose log density is a given ``log_factor``."""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import Distribution, constraints
+
+from .shape import ShapeHelpers
+
+
+class Unit(ShapeHelpers, Distribution):
+    """Adds ``log_factor`` to the log density; ``factor`` statements observe it.
+
+    Example::
+
+        >>> import torch
+        >>> from miniprob.distributions.unit import Unit
+        >>> u = Unit(torch.tensor([1.0, 2.0]))
+        >>> u.sample().shape, u.log_prob(u.sample()).tolist()
+        (torch.Size([2, 0]), [1.0, 2.0])
+    """
+
+    arg_constraints = {"log_factor": constraints.real}
+    support = constraints.real
+
+    def __init__(self, log_factor: torch.Tensor, has_rsample: bool | None = None) -> None:
+        log_factor = torch.as_tensor(log_factor)
+        self.log_factor = log_factor
+        self._has_rsample = True if has_rsample is None else has_rsample
+        super().__init__(log_factor.shape, torch.Size((0,)), validate_args=False)
+
+    @property
+    def has_rsample(self) -> bool:
+        return self._has_rsample
+
+    def expand(self, batch_shape, _instance=None) -> Unit:
+        return Unit(self.log_factor.expand(batch_shape), self._has_rsample)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        return self.log_factor.new_empty(torch.Size(sample_shape) + self.batch_shape + (0,))
+
+    rsample = sample
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        shape = torch.broadcast_shapes(self.batch_shape, value.shape[:-1])
+        return self.log_factor.expand(shape)

@@ -1,0 +1,271 @@
+"""The ParamStore: each parameter's unconstrained leaf tensor and its constraint.
+
+Optimizers update the unconstrained leaves; reading a parameter gives the constrained value,
+computed afresh from the leaf, with ``.unconstrained()`` returning the leaf (as in Pyro).
+
+The current store is per thread and task: ``get_param_store()`` returns the global store unless
+a ``with store.scope():`` block has made a fresh one current.
+
+Example::
+
+    >>> import torch, miniprob as pyro
+    >>> from miniprob.distributions import constraints
+    >>> with pyro.get_param_store().scope() as store:
+    ...     s = pyro.param("s", torch.tensor(2.0), constraint=constraints.positive)
+    ...     round(store.unconstrained("s").item(), 4), s.unconstrained() is store.unconstrained("s")
+    (0.6931, True)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import torch
+from torch.distributions import constraints
+from torch.distributions.constraint_registry import transform_to
+
+MODULE_SEPARATOR = "$$$"
+
+
+def _transform_for(name: str, constraint: constraints.Constraint):
+    if not isinstance(constraint, constraints.Constraint):
+        raise ValueError(
+            f"param '{name}': constraint must be a torch.distributions.constraints.Constraint, "
+            f"got {constraint!r}"
+        )
+    try:
+        return transform_to(constraint)
+    except NotImplementedError:
+        raise ValueError(
+            f"param '{name}': no transform to the constraint {constraint!r} is registered, "
+            "so it cannot be optimized unconstrained (register one with transform_to.register)"
+        ) from None
+
+
+class ParamStore:
+    """A dict-like store of named parameters: unconstrained leaves plus constraints.
+
+    Example::
+
+        >>> import torch
+        >>> store = ParamStore()
+        >>> store.setdefault("w", torch.zeros(2)).shape
+        torch.Size([2])
+        >>> list(store.keys())
+        ['w']
+    """
+
+    def __init__(self) -> None:
+        self._params: dict[str, torch.Tensor] = {}
+        self._constraints: dict[str, constraints.Constraint] = {}
+        self._transforms: dict[str, Any] = {}
+        self._param_to_name: dict[torch.Tensor, str] = {}
+
+    # ---- reading -----------------------------------------------------------------------
+    def __getitem__(self, name: str) -> torch.Tensor:
+        """The constrained value, computed from the leaf; ``.unconstrained()`` gives the leaf."""
+        try:
+            u = self._params[name]
+        except KeyError:
+            raise KeyError(
+                f"param '{name}' is not in the param store and no init value was given"
+            ) from None
+        t = self._transforms[name]
+        value = t(u)
+        if value is not u:
+            value.unconstrained = weakref.ref(u)
+        return value
+
+    def get_param(
+        self,
+        name: str,
+        init: torch.Tensor | Callable[[], torch.Tensor] | None = None,
+        constraint: constraints.Constraint = constraints.real,
+        event_dim: int | None = None,
+    ) -> torch.Tensor:
+        """Read ``name``, creating it from ``init`` (a tensor or a thunk) the first time."""
+        if name not in self._params:
+            if init is None:
+                raise KeyError(
+                    f"param '{name}' is not in the param store and no init value was given"
+                )
+            self._create(name, init, constraint)
+        return self[name]
+
+    setdefault = get_param
+
+    def unconstrained(self, name: str) -> torch.Tensor:
+        """The unconstrained leaf tensor of ``name`` (what optimizers update)."""
+        return self._params[name]
+
+    def get_constraint(self, name: str) -> constraints.Constraint:
+        return self._constraints[name]
+
+    def param_name(self, tensor: torch.Tensor) -> str | None:
+        """The name of an unconstrained leaf, or None."""
+        return self._param_to_name.get(tensor)
+
+    # ---- writing -----------------------------------------------------------------------
+    def _create(self, name: str, init: Any, constraint: constraints.Constraint) -> None:
+        transform = _transform_for(name, constraint)
+        if callable(init) and not isinstance(init, torch.Tensor):
+            init = init()
+        init = torch.as_tensor(init) if not isinstance(init, torch.Tensor) else init
+        if not init.is_floating_point() and not init.is_complex():
+            init = init.to(torch.get_default_dtype())
+        with torch.no_grad():
+            if not bool(torch.isfinite(init).all()):
+                raise ValueError(f"param '{name}': init value is not finite: {init}")
+            if not bool(constraint.check(init).all()):
+                raise ValueError(
+                    f"param '{name}': init value lies outside the support of its constraint "
+                    f"{constraint}: {init}"
+                )
+            u = transform.inv(init)
+            if u is init and not init.is_leaf:
+                u = init.detach()
+            u = u.contiguous()
+        self._register(name, u, constraint, transform)
+
+    def _register(self, name: str, leaf: torch.Tensor, constraint: Any, transform: Any) -> None:
+        leaf.requires_grad_(True)
+        self._params[name] = leaf
+        self._constraints[name] = constraint
+        self._transforms[name] = transform
+        self._param_to_name[leaf] = name
+        with torch.no_grad():
+            if transform(leaf) is leaf:
+                # Reading returns the leaf itself: give it the same ``.unconstrained()`` handle.
+                leaf.unconstrained = weakref.ref(leaf)
+
+    def __setitem__(self, name: str, value: torch.Tensor) -> None:
+        """Set ``name`` to a constrained value, keeping its constraint (real if new)."""
+        constraint = self._constraints.get(name, constraints.real)
+        old = self._params.pop(name, None)
+        if old is not None:
+            self._param_to_name.pop(old, None)
+        try:
+            self._create(name, value, constraint)
+        except Exception:
+            if old is not None:
+                self._params[name] = old
+                self._param_to_name[old] = name
+            raise
+
+    def __delitem__(self, name: str) -> None:
+        u = self._params.pop(name)
+        self._param_to_name.pop(u, None)
+        del self._constraints[name]
+        del self._transforms[name]
+
+    def clear(self) -> None:
+        """Remove every parameter."""
+        self._params.clear()
+        self._constraints.clear()
+        self._transforms.clear()
+        self._param_to_name.clear()
+
+    # ---- dict interface ----------------------------------------------------------------
+    def __contains__(self, name: object) -> bool:
+        return name in self._params
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._params)
+
+    def keys(self):
+        return self._params.keys()
+
+    def values(self) -> Iterator[torch.Tensor]:
+        return (self[name] for name in self._params)
+
+    def items(self) -> Iterator[tuple[str, torch.Tensor]]:
+        return ((name, self[name]) for name in self._params)
+
+    def get_all_param_names(self) -> list[str]:
+        return list(self._params)
+
+    def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """``(name, unconstrained leaf)`` pairs, ready for ``torch.optim``."""
+        return iter(self._params.items())
+
+    # ---- state, files ------------------------------------------------------------------
+    def get_state(self) -> dict:
+        """A snapshot: ``{"params": {name: unconstrained}, "constraints": {name: constraint}}``."""
+        return {
+            "params": {k: v.detach().clone() for k, v in self._params.items()},
+            "constraints": dict(self._constraints),
+        }
+
+    def set_state(self, state: dict) -> None:
+        """Replace the contents with a snapshot from :meth:`get_state` (checked first)."""
+        params, cons = state["params"], state["constraints"]
+        transforms = {name: _transform_for(name, cons[name]) for name in params}
+        self.clear()
+        for name, u in params.items():
+            self._register(name, u.detach().clone(), cons[name], transforms[name])
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the state to ``path`` atomically (a crash mid-save leaves the old file intact)."""
+        atomic_save(self.get_state(), path)
+
+    def load(self, path: str | os.PathLike, map_location: Any = None) -> None:
+        """Replace the contents with the state saved at ``path``."""
+        state = torch.load(path, map_location=map_location, weights_only=False)
+        if not isinstance(state, dict) or "params" not in state or "constraints" not in state:
+            raise ValueError(f"{os.fspath(path)!r} does not hold a miniprob ParamStore state")
+        self.set_state(state)
+
+    @contextmanager
+    def scope(self) -> Iterator[ParamStore]:
+        """Make a fresh, empty store current inside the ``with`` block (this thread/task only)."""
+        store = ParamStore()
+        token = _CURRENT.set(store)
+        try:
+            yield store
+        finally:
+            _CURRENT.reset(token)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, flush, fsync, then rename over it."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+_GLOBAL = ParamStore()
+_CURRENT: ContextVar[ParamStore] = ContextVar("miniprob_param_store", default=_GLOBAL)
+
+
+def get_param_store() -> ParamStore:
+    """The current ParamStore (the global one unless inside ``ParamStore.scope()``)."""
+    return _CURRENT.get()
+
+
+def clear_param_store() -> None:
+    """Remove every parameter from the current store."""
+    _CURRENT.get().clear()
+
+
+def module_param_name(module_name: str, param_name: str) -> str:
+    """Pyro's name for a module's parameter: ``'encoder$$$fc.weight'``."""
+    return module_name + MODULE_SEPARATOR + param_name

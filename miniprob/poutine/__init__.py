@@ -1,0 +1,36 @@
+"""Effect handlers (``miniprob.poutine``): trace, replay, block, condition, scale, mask, seed,
+substitute, and the plate machinery.
+
+Example::
+
+    >>> import torch, miniprob as pyro, miniprob.distributions as dist
+    >>> from miniprob import poutine
+    >>> def model():
+    ...     return pyro.sample("x", dist.Normal(0.0, 1.0))
+    >>> poutine.trace(poutine.condition(model, data={"x": torch.tensor(1.0)})).get_trace(
+    ...     ).nodes["x"]["is_observed"]
+    True
+"""
+
+from ..runtime import Messenger, apply_stack, get_stack
+from .handlers import block, condition, mask, replay, scale, seed, substitute, trace
+from .plate import plate, prune_subsample_sites
+from .trace_struct import Trace, scale_and_mask
+
+__all__ = [
+    "Messenger",
+    "Trace",
+    "apply_stack",
+    "block",
+    "condition",
+    "get_stack",
+    "mask",
+    "plate",
+    "prune_subsample_sites",
+    "replay",
+    "scale",
+    "scale_and_mask",
+    "seed",
+    "substitute",
+    "trace",
+]

@@ -1,0 +1,344 @@
+"""Effect handlers: each a small class usable as ``h(fn, ...)``, ``@h(...)`` and ``with h(...)``.
+
+A handler sees every ``sample``/``param`` message inside it (see :mod:`miniprob.runtime`).
+Where a handler's first argument is not callable, it is taken as the handler's own argument, so
+``scale(0.5)`` and ``scale(scale=0.5)`` mean the same.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from ..runtime import Message, Messenger
+from ..util import set_rng_seed
+from ..validation import check_observed, validation_enabled
+from .trace_struct import Trace
+
+
+class trace(Messenger):
+    """Record every site into a :class:`Trace` (``param_only=True``: param sites only).
+
+    Example::
+
+        >>> import miniprob as pyro, miniprob.distributions as dist
+        >>> def model():
+        ...     return pyro.sample("x", dist.Normal(0.0, 1.0))
+        >>> tr = trace(model).get_trace()
+        >>> tr.nodes["x"]["type"]
+        'sample'
+    """
+
+    def __init__(self, fn: Callable | None = None, graph_type: str = "flat", param_only: bool = False):
+        super().__init__(fn)
+        self.graph_type = graph_type
+        self.param_only = param_only
+        self.trace = Trace(graph_type)
+
+    def __enter__(self) -> trace:
+        self.trace = Trace(self.graph_type)
+        return super().__enter__()
+
+    def postprocess_message(self, msg: Message) -> None:
+        if self.param_only and msg["type"] != "param":
+            return
+        self.trace.add_node(msg["name"], **msg)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.fn is None:
+            return super().__call__(*args, **kwargs)
+        with self:
+            self.trace.add_node("_INPUT", name="_INPUT", type="args", args=args, kwargs=kwargs)
+            ret = self.fn(*args, **kwargs)
+            self.trace.add_node("_RETURN", name="_RETURN", type="return", value=ret)
+        return ret
+
+    def get_trace(self, *args: Any, **kwargs: Any) -> Trace:
+        """Run the function and return its trace."""
+        self(*args, **kwargs)
+        return self.trace
+
+
+class replay(Messenger):
+    """Give sample sites the values recorded in ``trace`` (and params the values in ``params``).
+
+    Example::
+
+        >>> import miniprob as pyro, miniprob.distributions as dist
+        >>> def model():
+        ...     return pyro.sample("x", dist.Normal(0.0, 1.0))
+        >>> tr = trace(model).get_trace()
+        >>> bool(replay(model, trace=tr)() == tr.nodes["x"]["value"])
+        True
+    """
+
+    def __init__(
+        self, fn: Callable | None = None, trace: Trace | None = None, params: dict | None = None
+    ):
+        super().__init__(fn)
+        if trace is None and params is None:
+            raise ValueError("replay needs a trace= or params= to replay")
+        self.trace = trace
+        self.params = params
+
+    def process_message(self, msg: Message) -> None:
+        name = msg["name"]
+        if msg["type"] == "sample":
+            if self.trace is None or msg["is_observed"]:
+                return
+            guide_site = self.trace.nodes.get(name)
+            if guide_site is None:
+                return
+            if guide_site["type"] != "sample" or guide_site["is_observed"]:
+                raise RuntimeError(f"site '{name}' must be sampled (not observed) in the replayed trace")
+            msg["done"] = True
+            msg["value"] = guide_site["value"]
+            msg["infer"] = guide_site["infer"]
+        elif msg["type"] == "param" and self.params is not None and name in self.params:
+            msg["done"] = True
+            msg["value"] = self.params[name]
+
+
+class block(Messenger):
+    """Hide sites from the handlers outside this one (all of them by default).
+
+    ``hide``/``expose`` name sites; ``hide_types``/``expose_types`` name site types
+    (``"sample"``, ``"observe"``, ``"param"``); ``hide_fn``/``expose_fn`` decide per message.
+
+    Example::
+
+        >>> import miniprob as pyro, miniprob.distributions as dist
+        >>> def model():
+        ...     pyro.sample("a", dist.Normal(0.0, 1.0))
+        ...     pyro.sample("b", dist.Normal(0.0, 1.0))
+        >>> list(trace(block(model, hide=["a"])).get_trace().stochastic_nodes)
+        ['b']
+    """
+
+    def __init__(
+        self,
+        fn: Callable | None = None,
+        hide_fn: Callable[[Message], bool] | None = None,
+        expose_fn: Callable[[Message], bool] | None = None,
+        hide_all: bool = True,
+        expose_all: bool = False,
+        hide: Iterable[str] | None = None,
+        expose: Iterable[str] | None = None,
+        hide_types: Iterable[str] | None = None,
+        expose_types: Iterable[str] | None = None,
+    ):
+        super().__init__(fn)
+        if hide_fn is not None and expose_fn is not None:
+            raise ValueError("block: give hide_fn or expose_fn, not both")
+        if hide_fn is not None:
+            self.hide_fn = hide_fn
+            return
+        if expose_fn is not None:
+            self.hide_fn = lambda msg: not expose_fn(msg)
+            return
+        hide, expose = set(hide or ()), set(expose or ())
+        hide_types, expose_types = set(hide_types or ()), set(expose_types or ())
+        if hide & expose:
+            raise ValueError(f"block: sites {sorted(hide & expose)} are both hidden and exposed")
+        if hide_types & expose_types:
+            raise ValueError(f"block: types {sorted(hide_types & expose_types)} are both hidden and exposed")
+        if hide or hide_types:
+            hide_all = False
+        if expose or expose_types:
+            hide_all = True
+        if expose_all:
+            hide_all = False
+        self._rule = (hide, expose, hide_types, expose_types, hide_all)
+        self.hide_fn = self._default_hide
+
+    def _default_hide(self, msg: Message) -> bool:
+        hide, expose, hide_types, expose_types, hide_all = self._rule
+        kind = "observe" if msg["type"] == "sample" and msg["is_observed"] else msg["type"]
+        if msg["name"] in hide or kind in hide_types:
+            return True
+        return hide_all and msg["name"] not in expose and kind not in expose_types
+
+    def process_message(self, msg: Message) -> None:
+        msg["stop"] = bool(self.hide_fn(msg))
+
+
+class condition(Messenger):
+    """Observe sample sites at the values in ``data`` (a dict or a :class:`Trace`).
+
+    Example::
+
+        >>> import torch, miniprob as pyro, miniprob.distributions as dist
+        >>> def model():
+        ...     return pyro.sample("x", dist.Normal(0.0, 1.0))
+        >>> condition(model, data={"x": torch.tensor(3.0)})().item()
+        3.0
+    """
+
+    def __init__(self, fn: Callable | None = None, data: dict | Trace | None = None):
+        if fn is not None and not callable(fn):
+            fn, data = None, fn
+        super().__init__(fn)
+        if data is None:
+            raise ValueError("condition needs data= (a dict of site values or a Trace)")
+        self.data = data
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] != "sample":
+            return
+        name = msg["name"]
+        if isinstance(self.data, Trace):
+            site = self.data.nodes.get(name)
+            if site is None:
+                return
+            value = site["value"]
+        elif name in self.data:
+            value = self.data[name]
+        else:
+            return
+        if value is not None and validation_enabled() and isinstance(value, torch.Tensor):
+            check_observed(name, msg["fn"], value)
+        msg["value"] = value
+        msg["is_observed"] = value is not None
+
+
+def _check_scale(scale: Any) -> None:
+    if isinstance(scale, torch.Tensor):
+        if validation_enabled() and not bool(((scale > 0) & torch.isfinite(scale)).all()):
+            raise ValueError(f"'scale' argument should be positive and finite, got {scale}")
+    elif not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
+        raise ValueError(f"'scale' argument should be a positive finite number or tensor, got {scale!r}")
+
+
+class scale(Messenger):
+    """Multiply the log densities of the sites inside by ``scale`` (a positive float or tensor).
+
+    Use it for KL annealing and beta-VAEs: the scale may change at every step.
+
+    Example::
+
+        >>> import miniprob as pyro, miniprob.distributions as dist
+        >>> with trace() as tr, scale(scale=0.5):
+        ...     _ = pyro.sample("x", dist.Normal(0.0, 1.0))
+        >>> tr.trace.nodes["x"]["scale"]
+        0.5
+    """
+
+    def __init__(self, fn: Callable | None = None, scale: float | torch.Tensor = 1.0):
+        if fn is not None and not callable(fn):
+            fn, scale = None, fn
+        super().__init__(fn)
+        _check_scale(scale)
+        self.scale = scale
+
+    def process_message(self, msg: Message) -> None:
+        msg["scale"] = self.scale * msg["scale"]
+
+
+class mask(Messenger):
+    """Zero the log densities of the sites inside where ``mask`` (a bool or bool tensor) is False.
+
+    Example::
+
+        >>> import torch, miniprob as pyro, miniprob.distributions as dist
+        >>> with trace() as tr, mask(mask=torch.tensor([True, False])):
+        ...     _ = pyro.sample("x", dist.Normal(torch.zeros(2), 1.0))
+        >>> tr.trace.log_prob_sum().item() == dist.Normal(0.0, 1.0).log_prob(
+        ...     tr.trace.nodes["x"]["value"][0]).item()
+        True
+    """
+
+    def __init__(self, fn: Callable | None = None, mask: bool | torch.Tensor | None = None):
+        if fn is not None and not callable(fn):
+            fn, mask = None, fn
+        super().__init__(fn)
+        if isinstance(mask, bool):
+            mask = torch.tensor(mask)
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            found = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"'mask' argument should be a bool or a torch.bool tensor, got {found}")
+        self.mask = mask
+
+    def process_message(self, msg: Message) -> None:
+        msg["mask"] = self.mask if msg["mask"] is None else msg["mask"] & self.mask
+
+
+class seed(Messenger):
+    """Seed every RNG on entry and restore the previous RNG states on exit.
+
+    Example::
+
+        >>> import miniprob as pyro, miniprob.distributions as dist
+        >>> draw = lambda: pyro.sample("x", dist.Normal(0.0, 1.0))
+        >>> bool(seed(draw, rng_seed=1)() == seed(draw, rng_seed=1)())
+        True
+    """
+
+    def __init__(self, fn: Callable | None = None, rng_seed: int | None = None):
+        if fn is not None and not callable(fn):
+            fn, rng_seed = None, fn
+        super().__init__(fn)
+        if not isinstance(rng_seed, int):
+            raise ValueError(f"'rng_seed' argument should be an int, got {rng_seed!r}")
+        self.rng_seed = rng_seed
+
+    def __enter__(self) -> seed:
+        self._old_state = _get_rng_state()
+        set_rng_seed(self.rng_seed)
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        _set_rng_state(self._old_state)
+        super().__exit__(*exc)
+
+
+def _get_rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "random": random.getstate()}
+    try:
+        import numpy as np
+
+        state["numpy"] = np.random.get_state()
+    except ImportError:
+        pass
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["random"])
+    if "numpy" in state:
+        import numpy as np
+
+        np.random.set_state(state["numpy"])
+
+
+class substitute(Messenger):
+    """Give ``param`` and ``sample`` sites the values in ``data`` (by name).
+
+    With every parameter substituted, a model becomes a pure function of the given values.
+
+    Example::
+
+        >>> import torch, miniprob as pyro
+        >>> f = lambda: pyro.param("w", torch.tensor(1.0))
+        >>> substitute(f, data={"w": torch.tensor(5.0)})().item()
+        5.0
+    """
+
+    def __init__(self, fn: Callable | None = None, data: dict | None = None):
+        if fn is not None and not callable(fn):
+            fn, data = None, fn
+        super().__init__(fn)
+        if data is None:
+            raise ValueError("substitute needs data= (a dict of site values)")
+        self.data = data
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] in ("param", "sample"):
+            value = self.data.get(msg["name"])
+            if value is not None:
+                msg["value"] = value
+                msg["done"] = True

@@ -1,0 +1,170 @@
+"""``Trace``: the record of one run of a model, an ordered ``{name: site}`` dict.
+
+Example::
+
+    >>> import miniprob as pyro, miniprob.distributions as dist
+    >>> from miniprob import poutine
+    >>> tr = poutine.trace(lambda: pyro.sample("x", dist.Normal(0.0, 1.0))).get_trace()
+    >>> list(tr.keys()), tr.log_prob_sum().shape
+    (['_INPUT', 'x', '_RETURN'], torch.Size([]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+
+Site = dict[str, Any]
+
+
+def scale_and_mask(tensor: torch.Tensor, scale: Any = 1.0, mask: Any = None) -> torch.Tensor:
+    """``tensor * scale``, zeroed where ``mask`` is False (the same arithmetic as Pyro)."""
+    if mask is None:
+        if type(scale) in (float, int) and scale == 1:
+            return tensor
+        return tensor * scale
+    return torch.where(mask, tensor * scale, tensor.new_zeros(()))
+
+
+def _all_sites(name: str, site: Site) -> bool:
+    return True
+
+
+class Trace:
+    """An ordered record of the sites of one run.
+
+    ``nodes`` maps names to site dicts with the message fields (``type, name, fn, value, scale,
+    mask, cond_indep_stack, infer, ...``). A ``Trace`` also reads like that dict itself.
+    """
+
+    def __init__(self, graph_type: str = "flat") -> None:
+        self.graph_type = graph_type
+        self.nodes: dict[str, Site] = {}
+
+    def add_node(self, site_name: str, **site: Any) -> None:
+        """Record a site; two sample sites (or any non-param sites) with one name are an error."""
+        if site_name in self.nodes and site["type"] != "param":
+            raise ValueError(
+                f"duplicate {site['type']} site named '{site_name}': each site in a model or guide "
+                "needs a unique name (inside a loop, put the index in the name)"
+            )
+        self.nodes[site_name] = site
+
+    # dict-like reading
+    def __getitem__(self, name: str) -> Site:
+        return self.nodes[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.nodes
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def keys(self):
+        return self.nodes.keys()
+
+    def values(self):
+        return self.nodes.values()
+
+    def items(self):
+        return self.nodes.items()
+
+    def copy(self) -> Trace:
+        new = Trace(self.graph_type)
+        new.nodes = {name: dict(site) for name, site in self.nodes.items()}
+        return new
+
+    def detach_(self) -> None:
+        """Detach every site value from the autograd graph, in place."""
+        for site in self.nodes.values():
+            if site["type"] == "sample" and isinstance(site["value"], torch.Tensor):
+                site["value"] = site["value"].detach()
+
+    # site groups
+    @property
+    def stochastic_nodes(self) -> list[str]:
+        return [n for n, s in self.nodes.items() if s["type"] == "sample" and not s["is_observed"]]
+
+    @property
+    def reparameterized_nodes(self) -> list[str]:
+        return [
+            n
+            for n, s in self.nodes.items()
+            if s["type"] == "sample" and not s["is_observed"] and getattr(s["fn"], "has_rsample", False)
+        ]
+
+    @property
+    def nonreparam_stochastic_nodes(self) -> list[str]:
+        reparam = set(self.reparameterized_nodes)
+        return [n for n in self.stochastic_nodes if n not in reparam]
+
+    @property
+    def observation_nodes(self) -> list[str]:
+        return [n for n, s in self.nodes.items() if s["type"] == "sample" and s["is_observed"]]
+
+    @property
+    def param_nodes(self) -> list[str]:
+        return [n for n, s in self.nodes.items() if s["type"] == "param"]
+
+    # log densities
+    def _site_log_prob(self, name: str, site: Site) -> torch.Tensor:
+        try:
+            log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
+        except (ValueError, RuntimeError) as e:
+            raise ValueError(
+                f"Error while computing log_prob at site '{name}': {e}\n"
+                f"value shape {tuple(torch.as_tensor(site['value']).shape)}, distribution batch "
+                f"shape {tuple(site['fn'].batch_shape)}, event shape {tuple(site['fn'].event_shape)}"
+            ) from e
+        site["unscaled_log_prob"] = log_p
+        log_p = scale_and_mask(log_p, site["scale"], site["mask"])
+        site["log_prob"] = log_p
+        site["log_prob_sum"] = log_p.sum()
+        return log_p
+
+    def compute_log_prob(self, site_filter: Callable[[str, Site], bool] = _all_sites) -> None:
+        """Store ``log_prob`` (scaled, masked), ``unscaled_log_prob`` and ``log_prob_sum``."""
+        for name, site in self.nodes.items():
+            if site["type"] == "sample" and "log_prob" not in site and site_filter(name, site):
+                self._site_log_prob(name, site)
+
+    def log_prob_sum(self, site_filter: Callable[[str, Site], bool] = _all_sites) -> torch.Tensor:
+        """The sum of every sample site's scaled, masked log density."""
+        result = 0.0
+        for name, site in self.nodes.items():
+            if site["type"] == "sample" and site_filter(name, site):
+                if "log_prob_sum" not in site:
+                    self._site_log_prob(name, site)
+                result = result + site["log_prob_sum"]
+        return result
+
+    def compute_score_parts(self) -> None:
+        """For each sample site, ``score_parts = (log_prob, score_function, entropy_term)``.
+
+        Reparameterized sites carry their log density in the entropy term (pathwise
+        gradients); the others in the score-function term.
+        """
+        for name, site in self.nodes.items():
+            if site["type"] == "sample" and "score_parts" not in site:
+                log_p = site.get("log_prob")
+                if log_p is None:
+                    log_p = self._site_log_prob(name, site)
+                if site["fn"].has_rsample:
+                    site["score_parts"] = (log_p, 0, log_p)
+                else:
+                    site["score_parts"] = (log_p, site["unscaled_log_prob"], 0)
+
+    def format_shapes(self) -> str:
+        """A table of each site's value and log_prob shapes, for debugging."""
+        rows = []
+        for name, site in self.nodes.items():
+            if site["type"] in ("sample", "param") and isinstance(site.get("value"), torch.Tensor):
+                lp = site.get("log_prob")
+                lp_shape = "" if lp is None else str(tuple(lp.shape))
+                rows.append(f"{name:>20} {site['type']:>7} {tuple(site['value'].shape)!s:>16} {lp_shape}")
+        return "\n".join(rows)

@@ -1,0 +1,170 @@
+"""The statements models are written in: ``sample``, ``param``, ``module``, ``deterministic``,
+``factor`` (and ``plate``, from :mod:`miniprob.poutine.plate`).
+
+Outside any handler they act directly, as in Pyro: ``sample`` draws (or returns ``obs``) and
+``param`` reads or creates a parameter in the current store.
+
+Example::
+
+    >>> import torch, miniprob as pyro, miniprob.distributions as dist
+    >>> pyro.clear_param_store()
+    >>> loc = pyro.param("loc", torch.tensor(0.5))
+    >>> pyro.sample("x", dist.Normal(loc, 1.0), obs=torch.tensor(2.0)).item()
+    2.0
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.distributions import Distribution, constraints
+
+from .distributions.delta import Delta
+from .distributions.unit import Unit
+from .params import _CURRENT, module_param_name
+from .runtime import _STACK, apply_stack
+from .validation import _ENABLED, check_observed
+
+
+def _as_distribution(name: str, fn: Any) -> Distribution:
+    resolve = getattr(fn, "_miniprob_resolve", None)
+    if resolve is not None:
+        return resolve()
+    raise TypeError(
+        f"sample site '{name}': expected a torch.distributions.Distribution, "
+        f"got {type(fn).__name__}: {fn!r}"
+    )
+
+
+def sample(
+    name: str,
+    fn: Distribution,
+    *args: Any,
+    obs: torch.Tensor | None = None,
+    infer: dict | None = None,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """A random variable ``name`` drawn from ``fn`` (or observed at ``obs``).
+
+    ``sample_shape=`` (keyword) draws several values at once.
+    """
+    if not isinstance(fn, Distribution):
+        fn = _as_distribution(name, fn)
+    if obs is not None and _ENABLED[0] and isinstance(obs, torch.Tensor):
+        check_observed(name, fn, obs)
+    if not _STACK.get():
+        if obs is not None:
+            return obs
+        if fn.has_rsample:
+            return fn.rsample(*args, **kwargs)
+        return fn.sample(*args, **kwargs)
+    msg = {
+        "type": "sample",
+        "name": name,
+        "fn": fn,
+        "is_observed": obs is not None,
+        "args": args,
+        "kwargs": kwargs,
+        "value": obs,
+        "scale": 1.0,
+        "mask": None,
+        "cond_indep_stack": (),
+        "done": False,
+        "stop": False,
+        "continuation": None,
+        "infer": {} if infer is None else dict(infer),
+    }
+    apply_stack(msg)
+    return msg["value"]
+
+
+def param(
+    name: str,
+    init_tensor: torch.Tensor | Callable[[], torch.Tensor] | None = None,
+    constraint: constraints.Constraint = constraints.real,
+    event_dim: int | None = None,
+) -> torch.Tensor:
+    """A learnable parameter: created from ``init_tensor`` the first time, then read.
+
+    The value satisfies ``constraint``; the store keeps an unconstrained leaf behind it.
+    """
+    store = _CURRENT.get()
+    if not _STACK.get():
+        return store.get_param(name, init_tensor, constraint, event_dim)
+    msg = {
+        "type": "param",
+        "name": name,
+        "fn": store.get_param,
+        "is_observed": False,
+        "args": (name,) if init_tensor is None else (name, init_tensor),
+        "kwargs": {"constraint": constraint, "event_dim": event_dim},
+        "value": None,
+        "scale": 1.0,
+        "mask": None,
+        "cond_indep_stack": (),
+        "done": False,
+        "stop": False,
+        "continuation": None,
+        "infer": {},
+    }
+    apply_stack(msg)
+    return msg["value"]
+
+
+def module(name: str, nn_module: torch.nn.Module, update_module_params: bool = False) -> torch.nn.Module:
+    """Register ``nn_module``'s parameters in the store as ``'name$$$sub.weight'``.
+
+    The store keeps the module's own ``nn.Parameter`` objects, so optimizer steps train the
+    module in place. ``update_module_params=True`` also puts the store's tensors back into the
+    module (needed after loading a saved store).
+
+    Example::
+
+        >>> import torch, miniprob as pyro
+        >>> net = pyro.module("net", torch.nn.Linear(2, 1))
+        >>> sorted(k for k in pyro.get_param_store().keys() if k.startswith("net"))
+        ['net$$$bias', 'net$$$weight']
+    """
+    if isinstance(nn_module, type):
+        raise TypeError(f"module '{name}': expected an nn.Module instance, got the class {nn_module}")
+    if not hasattr(nn_module, "named_parameters"):
+        raise TypeError(f"module '{name}': expected an nn.Module, got {type(nn_module).__name__}")
+    if "$$$" in name:
+        raise ValueError(f"module name '{name}' must not contain '$$$'")
+    registered = {}
+    for param_name, value in nn_module.named_parameters():
+        if value.requires_grad:
+            registered[param_name] = param(module_param_name(name, param_name), value)
+        elif nn_module.training:
+            warnings.warn(
+                f"module '{name}': {param_name} has requires_grad=False and was not registered "
+                "(call .train(False) on the module to silence this)",
+                stacklevel=2,
+            )
+    if update_module_params:
+        for param_name, value in registered.items():
+            owner_name, _, attr = param_name.rpartition(".")
+            owner = nn_module.get_submodule(owner_name) if owner_name else nn_module
+            if owner._parameters[attr] is not value:
+                owner._parameters[attr] = value
+    return nn_module
+
+
+def deterministic(name: str, value: torch.Tensor, event_dim: int | None = None) -> torch.Tensor:
+    """Record a deterministic ``value`` in traces (it adds nothing to the log density)."""
+    event_dim = value.dim() if event_dim is None else event_dim
+    return sample(
+        name,
+        Delta(value, event_dim=event_dim).mask(False),
+        obs=value,
+        infer={"_deterministic": True},
+    )
+
+
+def factor(name: str, log_factor: torch.Tensor, *, has_rsample: bool | None = None) -> None:
+    """Add ``log_factor`` to the model's log density, as an observed site ``name``."""
+    unit = Unit(log_factor, has_rsample=has_rsample)
+    sample(name, unit, obs=unit.sample(), infer={"is_auxiliary": True})

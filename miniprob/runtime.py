@@ -1,0 +1,237 @@
+"""Messages, the handler stack and ``apply_stack``: the one place global state lives.
+
+Every ``sample`` and ``param`` statement builds a :data:`Message` (a plain dict, as in Pyro) and
+hands it to :func:`apply_stack`, which lets each active handler see it in turn:
+
+1. ``process_message`` from the innermost handler outward, stopping where ``msg["stop"]`` is set;
+2. the default effect (draw a sample or read a parameter) unless a handler already gave a value;
+3. ``postprocess_message`` over the handlers visited, outermost first.
+
+The stack lives in a :class:`contextvars.ContextVar` holding an immutable tuple, so each thread
+and each asyncio task sees its own handlers: two threads can run inference at once.
+
+Example::
+
+    >>> import miniprob as pyro, torch
+    >>> from miniprob import poutine
+    >>> with poutine.trace() as tr:
+    ...     x = pyro.sample("x", pyro.distributions.Normal(0.0, 1.0))
+    >>> list(tr.trace.nodes)
+    ['x']
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any, NamedTuple
+
+import torch
+
+Message = dict[str, Any]
+
+_STACK: ContextVar[tuple[Messenger, ...]] = ContextVar("miniprob_handler_stack", default=())
+
+
+class CondIndepStackFrame(NamedTuple):
+    """One enclosing ``plate`` as seen by a site: ``dim`` is None for an iterated plate."""
+
+    name: str
+    dim: int | None
+    size: int
+    counter: int
+    full_size: int | None = None
+
+    @property
+    def vectorized(self) -> bool:
+        return self.dim is not None
+
+
+def get_stack() -> tuple[Messenger, ...]:
+    """The active handlers of the current thread or task, outermost first."""
+    return _STACK.get()
+
+
+def am_i_wrapped() -> bool:
+    """True when at least one handler is active."""
+    return bool(_STACK.get())
+
+
+class Messenger:
+    """Base class of all handlers: a context manager, a decorator, and ``handler(fn)``.
+
+    Subclasses override ``process_message`` (before the default effect) and/or
+    ``postprocess_message`` (after it). On exit, through an exception too, a handler removes
+    itself and every handler above it, so the stack is always as it was before ``__enter__``.
+    """
+
+    def __init__(self, fn: Any = None) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.fn is None:
+            # Used as a decorator with arguments: ``@scale(0.5)``.
+            if len(args) == 1 and not kwargs and callable(args[0]):
+                self.fn = args[0]
+                return self
+            raise TypeError(f"{type(self).__name__} has no function to call")
+        with self:
+            return self.fn(*args, **kwargs)
+
+    def __enter__(self) -> Messenger:
+        _STACK.set(_STACK.get() + (self,))
+        return self
+
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        stack = _STACK.get()
+        if stack and stack[-1] is self:
+            _STACK.set(stack[:-1])
+            return
+        # Exiting out of order (an exception skipped inner exits): drop self and all above it.
+        for i in range(len(stack) - 1, -1, -1):
+            if stack[i] is self:
+                _STACK.set(stack[:i])
+                return
+
+    def process_message(self, msg: Message) -> None:
+        pass
+
+    def postprocess_message(self, msg: Message) -> None:
+        pass
+
+
+def _broadcast_to_plates(msg: Message) -> None:
+    """Expand a sample site's distribution so its batch shape covers every enclosing plate.
+
+    Pyro expands once per plate; doing it once per site, after all handlers have added their
+    plate frames, gives the same shape with one ``expand`` instead of one per plate.
+    """
+    fn = msg["fn"]
+    if not isinstance(fn, torch.distributions.Distribution):
+        return
+    actual = fn.batch_shape
+    target: list[int | None] = [None if s == 1 else s for s in actual]
+    for f in msg["cond_indep_stack"]:
+        if f.dim is None or f.size == -1:
+            continue
+        if -f.dim > len(target):
+            target = [None] * (-f.dim - len(target)) + target
+        if target[f.dim] is not None and target[f.dim] != f.size:
+            raise ValueError(
+                f"Shape mismatch at site '{msg['name']}' inside plate('{f.name}') at dim "
+                f"{f.dim}: the plate has size {f.size} but the distribution's batch_shape "
+                f"{tuple(actual)} has size {target[f.dim]} there"
+            )
+        target[f.dim] = f.size
+    n = len(target)
+    shape = tuple(
+        (actual[i] if len(actual) >= -i else 1) if target[i] is None else target[i]
+        for i in range(-n, 0)
+    )
+    if shape != tuple(actual):
+        try:
+            expanded = fn.expand(shape)
+        except NotImplementedError:  # no batch semantics (e.g. a plate's index draw)
+            return
+        if expanded.has_rsample != fn.has_rsample:
+            expanded.has_rsample = fn.has_rsample
+        msg["fn"] = expanded
+
+
+def default_process_message(msg: Message) -> None:
+    """The effect of a site when no handler supplied a value: call ``fn``."""
+    if msg["done"] or msg["is_observed"] or msg["value"] is not None:
+        msg["done"] = True
+        return
+    msg["value"] = msg["fn"](*msg["args"], **msg["kwargs"])
+    msg["done"] = True
+
+
+def apply_stack(msg: Message) -> None:
+    """Run ``msg`` through the active handlers and the default effect (see module docstring)."""
+    stack = _STACK.get()
+    pointer = 0
+    for pointer, handler in enumerate(reversed(stack), start=1):
+        handler.process_message(msg)
+        if msg["stop"]:
+            break
+    if msg["cond_indep_stack"] and msg["type"] == "sample":
+        _broadcast_to_plates(msg)
+    default_process_message(msg)
+    for handler in stack[len(stack) - pointer :]:
+        handler.postprocess_message(msg)
+    if msg["continuation"] is not None:
+        msg["continuation"](msg)
+
+
+def new_message(
+    type: str,
+    name: str,
+    fn: Any,
+    args: tuple = (),
+    kwargs: dict | None = None,
+    value: Any = None,
+    is_observed: bool = False,
+    infer: dict | None = None,
+) -> Message:
+    """A fresh message with Pyro's fields."""
+    return {
+        "type": type,
+        "name": name,
+        "fn": fn,
+        "is_observed": is_observed,
+        "args": args,
+        "kwargs": {} if kwargs is None else kwargs,
+        "value": value,
+        "scale": 1.0,
+        "mask": None,
+        "cond_indep_stack": (),
+        "done": False,
+        "stop": False,
+        "continuation": None,
+        "infer": {} if infer is None else infer,
+    }
+
+
+class _DimAllocator:
+    """Hands plate dims out from the right (-1, -2, ...); one per thread or task."""
+
+    def __init__(self) -> None:
+        self._stack: list[str | None] = []
+
+    def allocate(self, name: str, dim: int | None) -> int:
+        if name in self._stack:
+            raise ValueError(f"duplicate plate '{name}': a plate of that name is already active")
+        if dim is None:
+            dim = -1
+            while -dim <= len(self._stack) and self._stack[-1 - dim] is not None:
+                dim -= 1
+        elif dim >= 0:
+            raise ValueError(f"plate '{name}': expected dim < 0 (counted from the right), got {dim}")
+        while dim < -len(self._stack):
+            self._stack.append(None)
+        if self._stack[-1 - dim] is not None:
+            raise ValueError(
+                f"plates '{name}' and '{self._stack[-1 - dim]}' both claim dim={dim}; "
+                f"give one of them another dim, e.g. dim={dim - 1}"
+            )
+        self._stack[-1 - dim] = name
+        return dim
+
+    def free(self, name: str, dim: int) -> None:
+        i = -1 - dim
+        if i < len(self._stack) and self._stack[i] == name:
+            self._stack[i] = None
+        while self._stack and self._stack[-1] is None:
+            self._stack.pop()
+
+
+_DIM_ALLOCATOR: ContextVar[_DimAllocator | None] = ContextVar("miniprob_dims", default=None)
+
+
+def dim_allocator() -> _DimAllocator:
+    """The plate-dim allocator of the current thread or task."""
+    alloc = _DIM_ALLOCATOR.get()
+    if alloc is None:
+        alloc = _DimAllocator()
+        _DIM_ALLOCATOR.set(alloc)
+    return alloc

@@ -1,0 +1,58 @@
+"""The validation switch, and the site checks it turns on.
+
+Validation is on by default and cheap: an observed value is checked against its distribution's
+support once per value (the same tensor, unmodified, is not checked again).
+
+Example::
+
+    >>> import miniprob as pyro
+    >>> pyro.validation_enabled()
+    True
+    >>> pyro.enable_validation(False); pyro.validation_enabled()
+    False
+    >>> pyro.enable_validation(True)
+"""
+
+from __future__ import annotations
+
+import torch
+
+_ENABLED = [True]
+
+
+def enable_validation(is_validate: bool = True) -> None:
+    """Turn miniprob's site checks on or off (on by default)."""
+    _ENABLED[0] = bool(is_validate)
+
+
+def validation_enabled() -> bool:
+    """Whether miniprob's site checks are on."""
+    return _ENABLED[0]
+
+
+# Per site name: the last observed tensor checked and its version counter.
+_CHECKED_OBS: dict[str, tuple[torch.Tensor, int, object]] = {}
+
+
+def check_observed(name: str, fn: torch.distributions.Distribution, value: torch.Tensor) -> None:
+    """Raise if ``value`` lies outside ``fn.support`` (skipped when this tensor was checked)."""
+    seen = _CHECKED_OBS.get(name)
+    if seen is not None and seen[0] is value and seen[1] == value._version and seen[2] is type(fn):
+        return
+    try:
+        support = fn.support
+    except NotImplementedError:
+        return
+    if support is None or support is torch.distributions.constraints.real:
+        ok = True
+    else:
+        with torch.no_grad():
+            ok = bool(support.check(value).all())
+    if not ok:
+        raise ValueError(
+            f"sample site '{name}': observed value lies outside the support {support} of "
+            f"{type(fn).__name__}"
+        )
+    if len(_CHECKED_OBS) > 10_000:
+        _CHECKED_OBS.clear()
+    _CHECKED_OBS[name] = (value, value._version, type(fn))
