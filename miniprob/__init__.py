@@ -12,7 +12,7 @@ Example::
     >>> model(torch.randn(5))
 """
 
-from . import distributions, poutine
+from . import distributions, infer, optim, poutine
 from .params import ParamStore, clear_param_store, get_param_store
 from .poutine.plate import plate
 from .primitives import deterministic, factor, module, param, sample
@@ -29,6 +29,8 @@ __all__ = [
     "enable_validation",
     "factor",
     "get_param_store",
+    "infer",
+    "optim",
     "module",
     "param",
     "plate",

@@ -1,0 +1,222 @@
+"""``ELBO``: the base of the evidence lower bound estimators.
+
+An ELBO runs the guide under ``trace``, replays the model against the guide's samples, and
+turns the two traces into a loss. Subclasses define how (``_differentiable_loss_particle``).
+
+Example::
+
+    >>> import torch, miniprob as pyro, miniprob.distributions as dist
+    >>> from miniprob.infer import Trace_ELBO
+    >>> def model():
+    ...     pyro.sample("x", dist.Normal(0.0, 1.0))
+    >>> def guide():
+    ...     pyro.sample("x", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.0))
+    >>> Trace_ELBO().loss(model, guide)
+    0.0
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from itertools import zip_longest
+from typing import Any
+
+import torch
+
+from ..poutine.handlers import block, replay, trace
+from ..poutine.plate import plate, prune_subsample_sites
+from ..poutine.trace_struct import Trace
+from ..validation import validation_enabled
+from .diagnostics import raise_nonfinite
+
+
+class ELBO:
+    """Base class of ELBO estimators.
+
+    :param num_particles: samples averaged per loss evaluation.
+    :param max_plate_nesting: bound on the number of nested plates (guessed when needed).
+    :param vectorize_particles: draw all particles at once, as an extra outermost plate.
+    :param retain_graph: passed to ``backward``.
+    """
+
+    def __init__(
+        self,
+        num_particles: int = 1,
+        max_plate_nesting: float = float("inf"),
+        vectorize_particles: bool = False,
+        strict_enumeration_warning: bool = True,
+        ignore_jit_warnings: bool = False,
+        jit_options: dict | None = None,
+        retain_graph: bool | None = None,
+        tail_adaptive_beta: float = -1.0,
+    ) -> None:
+        if not (isinstance(num_particles, int) and num_particles >= 1):
+            raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
+        self.num_particles = num_particles
+        self.max_plate_nesting = max_plate_nesting
+        self.vectorize_particles = vectorize_particles
+        self.retain_graph = retain_graph
+        self.ignore_jit_warnings = ignore_jit_warnings
+        self.jit_options = jit_options
+        self._checked_shapes: set = set()
+
+    # ---- traces --------------------------------------------------------------------------
+    def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[Trace, Trace]:
+        """One guide trace and the model trace replayed against it, log densities computed."""
+        guide_trace = trace(guide).get_trace(*args, **kwargs)
+        model_trace = trace(replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        if validation_enabled():
+            check_model_guide_match(model_trace, guide_trace)
+        guide_trace = prune_subsample_sites(guide_trace)
+        model_trace = prune_subsample_sites(model_trace)
+        model_trace.compute_log_prob()
+        guide_trace.compute_score_parts()
+        if validation_enabled():
+            for tr in (model_trace, guide_trace):
+                for site in tr.nodes.values():
+                    if site["type"] == "sample":
+                        self._check_site_shape(site)
+        return model_trace, guide_trace
+
+    def _get_traces(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Iterator[tuple[Trace, Trace]]:
+        if self.vectorize_particles:
+            if self.max_plate_nesting == float("inf"):
+                self._guess_max_plate_nesting(model, guide, args, kwargs)
+            if self.num_particles > 1:
+                model, guide = self._particle_plate(model), self._particle_plate(guide)
+            yield self._get_trace(model, guide, args, kwargs)
+        else:
+            for _ in range(self.num_particles):
+                yield self._get_trace(model, guide, args, kwargs)
+
+    def _particle_plate(self, fn: Callable) -> Callable:
+        return plate("num_particles_vectorized", self.num_particles, dim=-self.max_plate_nesting)(fn)
+
+    def _guess_max_plate_nesting(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> None:
+        """Run model and guide once (as Pyro does) to find how deeply plates nest."""
+        with block():
+            guide_trace = trace(guide).get_trace(*args, **kwargs)
+            model_trace = trace(replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        sites = [
+            site
+            for tr in (prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace))
+            for site in tr.nodes.values()
+            if site["type"] == "sample"
+        ]
+        dims = [f.dim for site in sites for f in site["cond_indep_stack"] if f.vectorized]
+        self.max_plate_nesting = -min(dims) if dims else 0
+        if self.vectorize_particles and self.num_particles > 1:
+            self.max_plate_nesting += 1
+
+    def _check_site_shape(self, site: dict) -> None:
+        """Each log_prob dim must be a plate's dim or 1 (checked once per site and shape)."""
+        log_prob = site["log_prob"]
+        key = (site["name"], log_prob.shape, site["cond_indep_stack"])
+        if key in self._checked_shapes:
+            return
+        check_site_shape(site, self.max_plate_nesting)
+        self._checked_shapes.add(key)
+
+    # ---- the public interface --------------------------------------------------------------
+    def _differentiable_loss_particle(self, model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """The loss (negative ELBO) as a tensor whose gradients are unbiased ELBO gradients."""
+        surrogate = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            loss, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
+            if not torch.isfinite(loss):
+                raise_nonfinite(float(loss), model_trace, guide_trace)
+            surrogate = surrogate + surrogate_particle / self.num_particles
+        return surrogate
+
+    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        """The loss (negative ELBO) as a float, without gradients."""
+        with torch.no_grad():
+            total = 0.0
+            for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+                loss, _ = self._differentiable_loss_particle(model_trace, guide_trace)
+                total = total + loss / self.num_particles
+            value = float(total)
+        if not math.isfinite(value):
+            raise_nonfinite(value, model_trace, guide_trace)
+        return value
+
+    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        """The loss as a float; gradients are accumulated on the parameters' unconstrained leaves."""
+        loss = 0.0
+        surrogate = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            loss_particle, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
+            loss = loss + loss_particle / self.num_particles
+            surrogate = surrogate + surrogate_particle / self.num_particles
+        value = float(loss)
+        if not math.isfinite(value):
+            raise_nonfinite(value, model_trace, guide_trace)
+        if isinstance(surrogate, torch.Tensor) and surrogate.requires_grad:
+            surrogate.backward(retain_graph=self.retain_graph)
+        return value
+
+    def __call__(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """``elbo(model, guide, *args)`` is ``differentiable_loss``: ELBOs are loss callables."""
+        return self.differentiable_loss(model, guide, *args, **kwargs)
+
+
+def check_model_guide_match(model_trace: Trace, guide_trace: Trace) -> None:
+    """Warn about model latents absent from the guide; raise for guide sites absent from the model."""
+    model_vars = {
+        name
+        for name, site in model_trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"]
+    }
+    guide_vars = {
+        name
+        for name, site in guide_trace.nodes.items()
+        if site["type"] == "sample" and not site["infer"].get("is_auxiliary")
+    }
+    if guide_vars - set(model_trace.nodes):
+        raise ValueError(
+            f"guide sample site(s) {sorted(guide_vars - set(model_trace.nodes))} do not appear "
+            "in the model (check the site names, or mark them infer={'is_auxiliary': True})"
+        )
+    missing = model_vars - guide_vars
+    if missing:
+        warnings.warn(
+            f"Found vars in model but not guide: {sorted(missing)} (they are sampled from the prior)",
+            stacklevel=4,
+        )
+
+
+def check_site_shape(site: dict, max_plate_nesting: float) -> None:
+    """Raise if a site's log_prob has a batch dim that no plate declares (Pyro's rule)."""
+    actual = list(site["log_prob"].shape)
+    expected: list[int | None] = []
+    for f in site["cond_indep_stack"]:
+        if f.dim is not None:
+            if len(expected) < -f.dim:
+                expected = [None] * (-f.dim - len(expected)) + expected
+            if expected[f.dim] is not None:
+                raise ValueError(
+                    f"at site '{site['name']}', plates '{f.name}' and another both use dim {f.dim}"
+                )
+            expected[f.dim] = f.size
+    expected_sizes = [-1 if e is None else e for e in expected]
+    if len(expected_sizes) > max_plate_nesting:
+        raise ValueError(
+            f"at site '{site['name']}', plates nest {len(expected_sizes)} deep but "
+            f"max_plate_nesting={max_plate_nesting}; raise max_plate_nesting"
+        )
+    if max_plate_nesting < len(actual):
+        actual = actual[len(actual) - int(max_plate_nesting) :]
+    for a, e in zip_longest(reversed(actual), reversed(expected_sizes), fillvalue=1):
+        if e != -1 and e != a:
+            plates = [f.name for f in site["cond_indep_stack"] if f.vectorized]
+            raise ValueError(
+                f"at site '{site['name']}', invalid log_prob shape: expected {expected_sizes} from "
+                f"the enclosing plates {plates}, got {actual}. Try one of: enclose the batched "
+                "tensor in a `with pyro.plate(...)`; `.to_event(...)` the distribution; "
+                "`.permute()` the data dims"
+            )

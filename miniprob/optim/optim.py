@@ -1,0 +1,203 @@
+"""Pyro-style optimizers: ``Adam({"lr": 0.01}, clip_args={"clip_norm": 10.0})``.
+
+A :class:`PyroOptim` is called with the unconstrained leaves seen in a step and updates each of
+them. It is numerically the same as Pyro's one-``torch.optim``-instance-per-parameter scheme,
+but groups parameters that share hyperparameters into one torch optimizer, which is faster
+(one ``step`` call per group). Per-parameter clipping (``clip_norm``/``clip_value``) happens
+before the step, one parameter at a time, as in Pyro. State is keyed by parameter name.
+
+Example::
+
+    >>> import torch, miniprob as pyro
+    >>> from miniprob.optim import Adam
+    >>> pyro.clear_param_store()
+    >>> w = pyro.param("w", torch.tensor(1.0))
+    >>> (w ** 2).backward()
+    >>> opt = Adam({"lr": 0.1})
+    >>> opt([w.unconstrained()])
+    >>> round(pyro.param("w").item(), 4)
+    0.9
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.nn.utils import clip_grad_norm_, clip_grad_value_
+
+from ..params import atomic_save, get_param_store
+
+OptimArgs = dict[str, Any] | Callable[[str], dict[str, Any]]
+
+
+def _allowed_args(constructor: Callable) -> set[str] | None:
+    try:
+        sig = inspect.signature(constructor)
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return None
+    return {n for n in sig.parameters if n not in ("self", "params")}
+
+
+def _freeze(args: dict) -> Any:
+    try:
+        key = tuple(sorted(args.items()))
+        hash(key)
+        return key
+    except TypeError:
+        return repr(sorted(args.items()))
+
+
+class PyroOptim:
+    """A torch optimizer applied per parameter, with optional per-parameter clipping.
+
+    :param optim_constructor: a ``torch.optim.Optimizer`` class (or a compatible factory).
+    :param optim_args: a dict of its arguments, or a callable ``param_name -> dict``.
+    :param clip_args: ``{"clip_norm": x}`` and/or ``{"clip_value": y}``.
+    """
+
+    def __init__(
+        self,
+        optim_constructor: Callable[..., torch.optim.Optimizer],
+        optim_args: OptimArgs,
+        clip_args: dict[str, float] | None = None,
+    ) -> None:
+        self.pt_optim_constructor = optim_constructor
+        self._allowed = _allowed_args(optim_constructor)
+        if not callable(optim_args):
+            if not isinstance(optim_args, dict):
+                raise TypeError(f"optim_args must be a dict or a callable, got {type(optim_args).__name__}")
+            self._check_args(optim_args, "optim_args")
+        self.pt_optim_args = optim_args
+        clip_args = dict(clip_args or {})
+        unknown = set(clip_args) - {"clip_norm", "clip_value"}
+        if unknown:
+            raise ValueError(f"clip_args: unknown keys {sorted(unknown)}; expected clip_norm and/or clip_value")
+        for key, value in clip_args.items():
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"clip_args['{key}'] must be a positive number, got {value!r}")
+        self.clip_args = clip_args
+        self._optimizers: dict[Any, torch.optim.Optimizer] = {}
+        self._owner: dict[torch.Tensor, tuple[str | None, torch.optim.Optimizer]] = {}
+        self._by_name: dict[str, torch.Tensor] = {}
+        self._pending: dict[str, dict] = {}
+
+    def _check_args(self, args: dict, where: str) -> None:
+        if self._allowed is None:
+            return
+        unknown = set(args) - self._allowed
+        if unknown:
+            raise ValueError(
+                f"{where}: unknown key(s) {sorted(unknown)} for "
+                f"{getattr(self.pt_optim_constructor, '__name__', self.pt_optim_constructor)}; "
+                f"allowed: {sorted(self._allowed)}"
+            )
+
+    def _args_for(self, name: str | None) -> dict:
+        if not callable(self.pt_optim_args):
+            return self.pt_optim_args
+        args = self.pt_optim_args((name or "").replace("$$$", "."))
+        if not isinstance(args, dict):
+            raise TypeError(f"optim_args callable must return a dict for '{name}', got {args!r}")
+        self._check_args(args, f"optim_args('{name}')")
+        return args
+
+    def _register(self, p: torch.Tensor) -> torch.optim.Optimizer:
+        name = get_param_store().param_name(p)
+        old = self._by_name.get(name) if name is not None else None
+        if old is not None:
+            _, old_opt = self._owner.pop(old)
+            old_opt.param_groups[0]["params"] = [q for q in old_opt.param_groups[0]["params"] if q is not old]
+            old_opt.state.pop(old, None)
+        args = self._args_for(name)
+        key = _freeze(args)
+        opt = self._optimizers.get(key)
+        if opt is None:
+            opt = self.pt_optim_constructor([p], **args)
+            self._optimizers[key] = opt
+        else:
+            opt.param_groups[0]["params"].append(p)
+        self._owner[p] = (name, opt)
+        if name is not None:
+            self._by_name[name] = p
+            pending = self._pending.pop(name, None)
+            if pending is not None:
+                self._load_param_state(p, opt, pending)
+        return opt
+
+    @staticmethod
+    def _load_param_state(p: torch.Tensor, opt: torch.optim.Optimizer, state: dict) -> None:
+        saved = state["state"].get(0)
+        if saved is not None:
+            opt.state[p] = {k: _copy(v) for k, v in saved.items()}
+        for k, v in state["param_groups"][0].items():
+            if k != "params":
+                opt.param_groups[0][k] = v
+
+    def __call__(self, params: Iterable[torch.Tensor], *args: Any, **kwargs: Any) -> None:
+        """Update every tensor in ``params`` from its ``.grad`` (tensors without grad are skipped)."""
+        owner = self._owner
+        stepped = []
+        active: list[torch.optim.Optimizer] = []
+        for p in params:
+            entry = owner.get(p)
+            opt = entry[1] if entry is not None else self._register(p)
+            if p.grad is not None:
+                stepped.append(p)
+                if opt not in active:
+                    active.append(opt)
+        if self.clip_args:
+            for p in stepped:
+                if "clip_norm" in self.clip_args:
+                    clip_grad_norm_(p, self.clip_args["clip_norm"])
+                if "clip_value" in self.clip_args:
+                    clip_grad_value_(p, self.clip_args["clip_value"])
+        for opt in active:
+            opt.step(*args, **kwargs)
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The underlying torch optimizers (one per distinct set of hyperparameters)."""
+        return list(self._optimizers.values())
+
+    # ---- state ---------------------------------------------------------------------------
+    def get_state(self) -> dict[str, dict]:
+        """``{param_name: torch-format state dict}``, one per parameter, as in Pyro."""
+        state = dict(self._pending)
+        for p, (name, opt) in self._owner.items():
+            if name is None:
+                continue
+            group = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+            group["params"] = [0]
+            per = opt.state.get(p)
+            state[name] = {
+                "state": {} if not per else {0: {k: _copy(v) for k, v in per.items()}},
+                "param_groups": [copy.deepcopy(group)],
+            }
+        return state
+
+    def set_state(self, state: dict[str, dict]) -> None:
+        """Load per-name state; parameters not seen yet get theirs when they first appear."""
+        for name, per in state.items():
+            p = self._by_name.get(name)
+            if p is not None and p in self._owner:
+                self._load_param_state(p, self._owner[p][1], per)
+            else:
+                self._pending[name] = per
+
+    def save(self, filename: str | os.PathLike) -> None:
+        """Write :meth:`get_state` to ``filename`` atomically."""
+        atomic_save(self.get_state(), filename)
+
+    def load(self, filename: str | os.PathLike, map_location: Any = None) -> None:
+        """Load state saved by :meth:`save`."""
+        self.set_state(torch.load(filename, map_location=map_location, weights_only=False))
+
+
+def _copy(v: Any) -> Any:
+    return v.detach().clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v)
