@@ -193,45 +193,51 @@ def new_message(
 
 
 class _DimAllocator:
-    """Hands plate dims out from the right (-1, -2, ...); one per thread or task."""
+    """Hands plate dims out from the right (-1, -2, ...); one per thread or task.
 
-    def __init__(self) -> None:
-        self._stack: list[str | None] = []
+    The active plate names live in a :class:`ContextVar` as an immutable tuple (like the
+    handler stack): a mutable allocator stored there would be shared by every asyncio task
+    created after it, so two tasks with a plate of the same name would collide.
+    """
 
     def allocate(self, name: str, dim: int | None) -> int:
-        if name in self._stack:
+        stack = list(_PLATE_NAMES.get())
+        if name in stack:
             raise ValueError(f"duplicate plate '{name}': a plate of that name is already active")
         if dim is None:
             dim = -1
-            while -dim <= len(self._stack) and self._stack[-1 - dim] is not None:
+            while -dim <= len(stack) and stack[-1 - dim] is not None:
                 dim -= 1
         elif dim >= 0:
-            raise ValueError(f"plate '{name}': expected dim < 0 (counted from the right), got {dim}")
-        while dim < -len(self._stack):
-            self._stack.append(None)
-        if self._stack[-1 - dim] is not None:
             raise ValueError(
-                f"plates '{name}' and '{self._stack[-1 - dim]}' both claim dim={dim}; "
+                f"plate '{name}': expected dim < 0 (counted from the right), got {dim}"
+            )
+        while dim < -len(stack):
+            stack.append(None)
+        if stack[-1 - dim] is not None:
+            raise ValueError(
+                f"plates '{name}' and '{stack[-1 - dim]}' both claim dim={dim}; "
                 f"give one of them another dim, e.g. dim={dim - 1}"
             )
-        self._stack[-1 - dim] = name
+        stack[-1 - dim] = name
+        _PLATE_NAMES.set(tuple(stack))
         return dim
 
     def free(self, name: str, dim: int) -> None:
+        stack = list(_PLATE_NAMES.get())
         i = -1 - dim
-        if i < len(self._stack) and self._stack[i] == name:
-            self._stack[i] = None
-        while self._stack and self._stack[-1] is None:
-            self._stack.pop()
+        if i < len(stack) and stack[i] == name:
+            stack[i] = None
+        while stack and stack[-1] is None:
+            stack.pop()
+        _PLATE_NAMES.set(tuple(stack))
 
 
-_DIM_ALLOCATOR: ContextVar[_DimAllocator | None] = ContextVar("miniprob_dims", default=None)
+# Index -1 - dim holds the name of the plate using ``dim`` (None where the dim is free).
+_PLATE_NAMES: ContextVar[tuple[str | None, ...]] = ContextVar("miniprob_plate_dims", default=())
+_DIM_ALLOCATOR = _DimAllocator()
 
 
 def dim_allocator() -> _DimAllocator:
-    """The plate-dim allocator of the current thread or task."""
-    alloc = _DIM_ALLOCATOR.get()
-    if alloc is None:
-        alloc = _DimAllocator()
-        _DIM_ALLOCATOR.set(alloc)
-    return alloc
+    """The plate-dim allocator; its state is per thread and task."""
+    return _DIM_ALLOCATOR
