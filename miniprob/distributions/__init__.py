@@ -22,7 +22,11 @@ from .shape import Independent, MaskedDistribution, ShapeHelpers
 
 
 def _with_helpers(cls: type) -> type:
-    return type(cls.__name__, (ShapeHelpers, cls), {"__module__": __name__, "__doc__": cls.__doc__})
+    doc = (
+        f"``torch.distributions.{cls.__name__}`` with Pyro's shape helpers (``to_event``, "
+        f"``expand_by``, ``mask``); see torch's documentation for its arguments."
+    )
+    return type(cls.__name__, (ShapeHelpers, cls), {"__module__": __name__, "__doc__": doc})
 
 
 _WRAPPED = {}

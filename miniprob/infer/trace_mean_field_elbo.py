@@ -8,6 +8,7 @@ Example::
 
     >>> import torch, miniprob as pyro, miniprob.distributions as dist
     >>> from miniprob.infer import TraceMeanField_ELBO
+    >>> pyro.clear_param_store()
     >>> def model():
     ...     pyro.sample("x", dist.Normal(0.0, 1.0))
     >>> def guide():

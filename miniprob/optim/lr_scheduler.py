@@ -15,7 +15,6 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -43,11 +42,11 @@ class PyroLRScheduler(PyroOptim):
         self.scheduler_args = args
         self._schedulers: dict[int, Any] = {}
 
-    def __call__(self, params: Iterable[torch.Tensor], *args: Any, **kwargs: Any) -> None:
-        super().__call__(params, *args, **kwargs)
-        for opt in self._optimizers.values():
-            if id(opt) not in self._schedulers:
-                self._schedulers[id(opt)] = self.scheduler_constructor(opt, **self.scheduler_args)
+    def _register(self, p: torch.Tensor) -> torch.optim.Optimizer:
+        opt = super()._register(p)
+        if id(opt) not in self._schedulers:
+            self._schedulers[id(opt)] = self.scheduler_constructor(opt, **self.scheduler_args)
+        return opt
 
     def step(self, *args: Any, **kwargs: Any) -> None:
         """Advance every scheduler (pass the loss to ``ReduceLROnPlateau``)."""
