@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
@@ -69,10 +70,12 @@ class Messenger:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.fn is None:
-            # Used as a decorator with arguments: ``@scale(0.5)``.
+            # Used as a decorator with arguments: ``@scale(0.5)``. Wrap a copy, so that one
+            # handler can wrap several functions (a model and a guide), as in Pyro.
             if len(args) == 1 and not kwargs and callable(args[0]):
-                self.fn = args[0]
-                return self
+                wrapped = copy.copy(self)
+                wrapped.fn = args[0]
+                return wrapped
             raise TypeError(f"{type(self).__name__} has no function to call")
         with self:
             return self.fn(*args, **kwargs)
