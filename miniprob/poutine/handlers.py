@@ -140,18 +140,20 @@ class block(Messenger):
         if expose_fn is not None:
             self.hide_fn = lambda msg: not expose_fn(msg)
             return
+        if expose_all:
+            hide_all = False
+        # A list given (even an empty one) decides hide_all, in this order, as in Pyro:
+        # block(hide=[]) hides nothing.
+        given = ((hide, False), (expose, True), (hide_types, False), (expose_types, True))
+        for names, hides_the_rest in given:
+            if names is not None:
+                hide_all = hides_the_rest
         hide, expose = set(hide or ()), set(expose or ())
         hide_types, expose_types = set(hide_types or ()), set(expose_types or ())
         if hide & expose:
             raise ValueError(f"block: sites {sorted(hide & expose)} are both hidden and exposed")
         if hide_types & expose_types:
             raise ValueError(f"block: types {sorted(hide_types & expose_types)} are both hidden and exposed")
-        if hide or hide_types:
-            hide_all = False
-        if expose or expose_types:
-            hide_all = True
-        if expose_all:
-            hide_all = False
         self._rule = (hide, expose, hide_types, expose_types, hide_all)
         self.hide_fn = self._default_hide
 
