@@ -44,11 +44,13 @@ class Trace:
         self.nodes: dict[str, Site] = {}
 
     def add_node(self, site_name: str, **site: Any) -> None:
-        """Record a site; two sample sites (or any non-param sites) with one name are an error."""
-        if site_name in self.nodes and site["type"] != "param":
+        """Record a site; two sites with one name are an error unless both are params."""
+        old = self.nodes.get(site_name)
+        if old is not None and (site["type"] != "param" or old["type"] != "param"):
             raise ValueError(
-                f"duplicate {site['type']} site named '{site_name}': each site in a model or guide "
-                "needs a unique name (inside a loop, put the index in the name)"
+                f"duplicate {site['type']} site named '{site_name}' (already in the trace as a "
+                f"{old['type']} site): each site in a model or guide needs a unique name "
+                "(inside a loop, put the index in the name)"
             )
         self.nodes[site_name] = site
 
