@@ -63,7 +63,7 @@ class SVI:
         loss = self.loss(model, guide, *args, **kwargs)
         if isinstance(loss, torch.Tensor) and loss.requires_grad:
             loss.backward()
-        return float(loss)
+        return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
 
     def step(self, *args: Any, **kwargs: Any) -> float:
         """Take one gradient step on the loss; returns the loss as a float."""
