@@ -146,9 +146,15 @@ class Independent(ShapeHelpers, torch.distributions.Independent):
 
 
 def _kl_masked(p: MaskedDistribution, q: Distribution) -> torch.Tensor:
-    kl = torch.distributions.kl_divergence(p.base_dist, q.base_dist if isinstance(q, MaskedDistribution) else q)
+    kl = torch.distributions.kl_divergence(p.base_dist, q)
     return torch.where(p._mask, kl, kl.new_zeros(()))
 
 
+def _kl_masked_masked(p: MaskedDistribution, q: MaskedDistribution) -> torch.Tensor:
+    # Zero wherever either side is masked out, as in Pyro.
+    kl = torch.distributions.kl_divergence(p.base_dist, q.base_dist)
+    return torch.where(p._mask & q._mask, kl, kl.new_zeros(()))
+
+
 torch.distributions.kl.register_kl(MaskedDistribution, Distribution)(_kl_masked)
-torch.distributions.kl.register_kl(MaskedDistribution, MaskedDistribution)(_kl_masked)
+torch.distributions.kl.register_kl(MaskedDistribution, MaskedDistribution)(_kl_masked_masked)
