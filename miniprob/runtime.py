@@ -145,7 +145,12 @@ def default_process_message(msg: Message) -> None:
     if msg["done"] or msg["is_observed"] or msg["value"] is not None:
         msg["done"] = True
         return
-    msg["value"] = msg["fn"](*msg["args"], **msg["kwargs"])
+    fn = msg["fn"]
+    if callable(fn):
+        msg["value"] = fn(*msg["args"], **msg["kwargs"])
+    else:  # a plain torch distribution, which has no Pyro-style __call__
+        draw = fn.rsample if fn.has_rsample else fn.sample
+        msg["value"] = draw(*msg["args"], **msg["kwargs"])
     msg["done"] = True
 
 
