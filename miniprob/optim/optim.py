@@ -183,9 +183,13 @@ class PyroOptim:
 
     def set_state(self, state: dict[str, dict]) -> None:
         """Load per-name state; parameters not seen yet get theirs when they first appear."""
+        store = get_param_store()
         for name, per in state.items():
             p = self._by_name.get(name)
-            if p is not None and p in self._owner:
+            # A leaf the store no longer holds (it was reloaded or cleared) is stale: keep the
+            # state for the leaf that will replace it.
+            live = p is not None and name in store and store.unconstrained(name) is p
+            if live and p in self._owner:
                 self._load_param_state(p, self._owner[p][1], per)
             else:
                 self._pending[name] = per
