@@ -125,13 +125,19 @@ class ELBO:
 
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The loss (negative ELBO) as a tensor whose gradients are unbiased ELBO gradients."""
+        loss = 0.0
         surrogate = 0.0
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            loss, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
-            if not torch.isfinite(loss):
-                raise_nonfinite(float(loss), model_trace, guide_trace)
+            loss_particle, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
+            if not torch.isfinite(loss_particle):
+                raise_nonfinite(float(loss_particle), model_trace, guide_trace)
+            loss = loss + loss_particle / self.num_particles
             surrogate = surrogate + surrogate_particle / self.num_particles
-        return surrogate
+        # The value of the loss, the gradients of the surrogate (they differ where the guide
+        # has score-function terms), as in Pyro.
+        if isinstance(surrogate, torch.Tensor):
+            return loss + (surrogate - surrogate.detach())
+        return loss
 
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The loss (negative ELBO) as a float, without gradients."""
