@@ -26,7 +26,8 @@ class Unit(ShapeHelpers, Distribution):
     def __init__(self, log_factor: torch.Tensor, has_rsample: bool | None = None) -> None:
         log_factor = torch.as_tensor(log_factor)
         self.log_factor = log_factor
-        self._has_rsample = True if has_rsample is None else has_rsample
+        # Not reparameterized unless told, as in Pyro: a factor in a guide must say which it is.
+        self._has_rsample = False if has_rsample is None else has_rsample
         super().__init__(log_factor.shape, torch.Size((0,)), validate_args=False)
 
     @property

@@ -143,25 +143,29 @@ class ELBO:
         """The loss (negative ELBO) as a float, without gradients."""
         with torch.no_grad():
             total = 0.0
+            particles = []
             for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+                particles.append((model_trace, guide_trace))
                 loss, _ = self._differentiable_loss_particle(model_trace, guide_trace)
                 total = total + loss / self.num_particles
             value = float(total)
         if not math.isfinite(value):
-            raise_nonfinite(value, model_trace, guide_trace)
+            raise_nonfinite(value, particles=particles)
         return value
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The loss as a float; gradients are accumulated on the parameters' unconstrained leaves."""
         loss = 0.0
         surrogate = 0.0
+        particles = []  # kept for the report, should the loss be non-finite
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            particles.append((model_trace, guide_trace))
             loss_particle, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
             loss = loss + loss_particle / self.num_particles
             surrogate = surrogate + surrogate_particle / self.num_particles
         value = float(loss)
         if not math.isfinite(value):
-            raise_nonfinite(value, model_trace, guide_trace)
+            raise_nonfinite(value, particles=particles)
         if isinstance(surrogate, torch.Tensor) and surrogate.requires_grad:
             surrogate.backward(retain_graph=self.retain_graph)
         return value
@@ -205,8 +209,9 @@ def check_site_shape(site: dict, max_plate_nesting: float) -> None:
             if len(expected) < -f.dim:
                 expected = [None] * (-f.dim - len(expected)) + expected
             if expected[f.dim] is not None:
+                other = [g.name for g in site["cond_indep_stack"] if g.dim == f.dim and g is not f]
                 raise ValueError(
-                    f"at site '{site['name']}', plates '{f.name}' and another both use dim {f.dim}"
+                    f"at site '{site['name']}', plates '{f.name}' and {other} both use dim {f.dim}"
                 )
             expected[f.dim] = f.size
     expected_sizes = [-1 if e is None else e for e in expected]
@@ -217,12 +222,20 @@ def check_site_shape(site: dict, max_plate_nesting: float) -> None:
         )
     if max_plate_nesting < len(actual):
         actual = actual[len(actual) - int(max_plate_nesting) :]
-    for a, e in zip_longest(reversed(actual), reversed(expected_sizes), fillvalue=1):
+    pairs = zip_longest(reversed(actual), reversed(expected_sizes), fillvalue=1)
+    for i, (a, e) in enumerate(pairs):
         if e != -1 and e != a:
             plates = [f.name for f in site["cond_indep_stack"] if f.vectorized]
+            owner = [f.name for f in site["cond_indep_stack"] if f.dim == -1 - i]
+            where = (
+                f"plate '{owner[0]}' has size {e} there"
+                if owner
+                else "no plate declares that dim, so it must have size 1"
+            )
             raise ValueError(
                 f"at site '{site['name']}', invalid log_prob shape: expected {expected_sizes} from "
-                f"the enclosing plates {plates}, got {actual}. Try one of: enclose the batched "
-                "tensor in a `with pyro.plate(...)`; `.to_event(...)` the distribution; "
+                f"the enclosing plates {plates}, got {actual} (at dim {-1 - i}, log_prob has size "
+                f"{a} but {where}). Try one of: enclose the batched tensor in a "
+                "`with pyro.plate(...)`; `.to_event(...)` the distribution; "
                 "`.permute()` the data dims"
             )
