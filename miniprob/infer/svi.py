@@ -21,13 +21,17 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from ..optim.optim import PyroOptim
+from ..params import _CURRENT, ParamStore
 from ..poutine.handlers import trace
+from ..poutine.trace_struct import Trace
+from .diagnostics import check_loss
 from .elbo import ELBO
 
 
@@ -52,6 +56,7 @@ class SVI:
         self.model = model
         self.guide = guide
         self.optim = optim
+        self._first_step = True
         if isinstance(loss, ELBO):
             self.loss = loss.loss
             self.loss_and_grads = loss.loss_and_grads
@@ -61,16 +66,35 @@ class SVI:
 
     def _callable_loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         loss = self.loss(model, guide, *args, **kwargs)
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        check_loss(value)
         if isinstance(loss, torch.Tensor) and loss.requires_grad:
             loss.backward()
-        return float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        return value
 
     def step(self, *args: Any, **kwargs: Any) -> float:
-        """Take one gradient step on the loss; returns the loss as a float."""
-        with trace(param_only=True) as param_capture:
-            loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
-        params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
-        self.optim(params)
+        """Take one gradient step on the loss; returns the loss as a float.
+
+        A step that raises (in the model, the guide, the loss or the optimizer) is undone: the
+        parameters it created leave the store, no gradient stays on a parameter, and the
+        optimizer has not stepped. The first step warns when the store already held parameters
+        that the model or guide reads (their old values are where this run starts).
+        """
+        store = _CURRENT.get()
+        # Dicts keep insertion order: the parameters a step creates come after these.
+        num_before = len(store)
+        param_capture = trace(param_only=True)
+        try:
+            with param_capture:
+                loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
+            params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
+            if self._first_step:
+                self._first_step = False
+                _warn_preexisting(store, num_before, param_capture.trace, self.optim)
+            self.optim(params)
+        except BaseException:
+            _undo_step(store, num_before, param_capture.trace, self.optim)
+            raise
         for p in params:
             p.grad = None
         return loss
@@ -104,3 +128,34 @@ class SVI:
         if bar is not None:
             bar.close()
         return history
+
+
+def _warn_preexisting(
+    store: ParamStore, num_before: int, param_trace: Trace, optim: PyroOptim
+) -> None:
+    """Warn once about parameters the first step read that were in the store before it
+    (parameters whose optimizer state was restored, as when resuming, are expected)."""
+    before = set(list(store.keys())[:num_before])
+    pending = getattr(optim, "_pending", {})
+    reused = [name for name in param_trace.nodes if name in before and name not in pending]
+    if reused:
+        warnings.warn(
+            f"SVI: the param store already held {reused} before the first step; training "
+            "continues from those values (call pyro.clear_param_store() first for a fresh start)",
+            stacklevel=3,
+        )
+
+
+def _undo_step(store: ParamStore, num_before: int, param_trace: Trace, optim: PyroOptim) -> None:
+    """After a failed step: drop the gradients it left and the parameters it created."""
+    for site in param_trace.nodes.values():
+        handle = getattr(site["value"], "unconstrained", None)
+        leaf = handle() if handle is not None else None
+        if leaf is not None:
+            leaf.grad = None
+    created = list(store.keys())[num_before:]
+    for name in created:
+        leaf = store.unconstrained(name)
+        leaf.grad = None
+        optim._forget(leaf)
+        del store[name]

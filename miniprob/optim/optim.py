@@ -161,6 +161,17 @@ class PyroOptim:
         for opt in active:
             opt.step(*args, **kwargs)
 
+    def _forget(self, p: torch.Tensor) -> None:
+        """Drop ``p`` (a parameter removed from the store) and its state, if registered."""
+        entry = self._owner.pop(p, None)
+        if entry is None:
+            return
+        name, opt = entry
+        opt.param_groups[0]["params"] = [q for q in opt.param_groups[0]["params"] if q is not p]
+        opt.state.pop(p, None)
+        if name is not None and self._by_name.get(name) is p:
+            del self._by_name[name]
+
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The underlying torch optimizers (one per distinct set of hyperparameters)."""
         return list(self._optimizers.values())

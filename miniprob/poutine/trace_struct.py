@@ -122,6 +122,11 @@ class Trace:
                 f"Error while computing log_prob at site '{name}': {e}\n"
                 f"value shape {tuple(torch.as_tensor(site['value']).shape)}, distribution batch "
                 f"shape {tuple(site['fn'].batch_shape)}, event shape {tuple(site['fn'].event_shape)}"
+                + "".join(
+                    f"; inside plate '{f.name}' (size {f.size}, dim {f.dim})"
+                    for f in site.get("cond_indep_stack", ())
+                    if f.dim is not None
+                )
             ) from e
         site["unscaled_log_prob"] = log_p
         log_p = scale_and_mask(log_p, site["scale"], site["mask"])
