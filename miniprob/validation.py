@@ -43,7 +43,11 @@ def check_observed(name: str, fn: torch.distributions.Distribution, value: torch
         support = fn.support
     except NotImplementedError:
         return
-    if support is None or support is torch.distributions.constraints.real:
+    if (
+        support is None
+        or support is torch.distributions.constraints.real
+        or torch.distributions.constraints.is_dependent(support)  # cannot be checked
+    ):
         ok = True
     else:
         with torch.no_grad():
