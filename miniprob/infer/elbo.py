@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..poutine.handlers import block, replay, trace
-from ..poutine.plate import plate, prune_subsample_sites
+from ..poutine.plate import _Subsample, plate, prune_subsample_sites
 from ..poutine.trace_struct import Trace
 from ..validation import validation_enabled
 from .diagnostics import raise_nonfinite
@@ -177,15 +177,18 @@ class ELBO:
 
 def check_model_guide_match(model_trace: Trace, guide_trace: Trace) -> None:
     """Warn about model latents absent from the guide; raise for guide sites absent from the model."""
+    # A plate's subsample indices are a sample site; a plate may subsample on one side only.
     model_vars = {
         name
         for name, site in model_trace.nodes.items()
         if site["type"] == "sample" and not site["is_observed"]
+        if not isinstance(site["fn"], _Subsample)
     }
     guide_vars = {
         name
         for name, site in guide_trace.nodes.items()
         if site["type"] == "sample" and not site["infer"].get("is_auxiliary")
+        if not isinstance(site["fn"], _Subsample)
     }
     if guide_vars - set(model_trace.nodes):
         raise ValueError(
