@@ -41,14 +41,60 @@ class PyroLRScheduler(PyroOptim):
         self.scheduler_constructor = scheduler_constructor
         self.scheduler_args = args
         self._schedulers: dict[int, Any] = {}
+        self._pending_schedulers: dict[Any, dict] = {}
 
     def _register(self, p: torch.Tensor) -> torch.optim.Optimizer:
         opt = super()._register(p)
         if id(opt) not in self._schedulers:
-            self._schedulers[id(opt)] = self.scheduler_constructor(opt, **self.scheduler_args)
+            scheduler = self.scheduler_constructor(opt, **self.scheduler_args)
+            self._schedulers[id(opt)] = scheduler
+            if self._pending_schedulers:
+                key = next(k for k, o in self._optimizers.items() if o is opt)
+                pending = self._pending_schedulers.pop(key, None)
+                if pending is not None:
+                    _load_scheduler_state(scheduler, pending)
         return opt
+
+    def get_scheduler_state(self) -> dict:
+        """The torch schedulers' own state (``last_epoch``, ...), one per torch optimizer, keyed
+        by the optimizer's hyperparameters. :meth:`get_state` holds the optimizers' state.
+
+        Example::
+
+            >>> import torch
+            >>> from miniprob.optim import StepLR
+            >>> sched = StepLR(
+            ...     {"optimizer": torch.optim.SGD, "optim_args": {"lr": 1.0}, "step_size": 2}
+            ... )
+            >>> sched.get_scheduler_state()
+            {}
+        """
+        keys = {id(opt): key for key, opt in self._optimizers.items()}
+        state = dict(self._pending_schedulers)
+        for opt_id, scheduler in self._schedulers.items():
+            state[keys[opt_id]] = scheduler.state_dict()
+        return state
+
+    def set_scheduler_state(self, state: dict) -> None:
+        """Load :meth:`get_scheduler_state`; schedulers not created yet get theirs on creation."""
+        by_key = {key: self._schedulers.get(id(opt)) for key, opt in self._optimizers.items()}
+        for key, per in state.items():
+            scheduler = by_key.get(key)
+            if scheduler is None:
+                self._pending_schedulers[key] = per
+            else:
+                _load_scheduler_state(scheduler, per)
 
     def step(self, *args: Any, **kwargs: Any) -> None:
         """Advance every scheduler (pass the loss to ``ReduceLROnPlateau``)."""
         for scheduler in self._schedulers.values():
             scheduler.step(*args, **kwargs)
+
+
+def _load_scheduler_state(scheduler: Any, state: dict) -> None:
+    scheduler.load_state_dict(state)
+    # Creating a scheduler may have set the learning rate for epoch 0: put back the saved one.
+    last_lr = state.get("_last_lr")
+    if last_lr is not None:
+        for group, lr in zip(scheduler.optimizer.param_groups, last_lr, strict=False):
+            group["lr"] = lr
