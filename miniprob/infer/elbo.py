@@ -57,6 +57,9 @@ class ELBO:
         self.num_particles = num_particles
         self.max_plate_nesting = max_plate_nesting
         self.vectorize_particles = vectorize_particles
+        if vectorize_particles and num_particles > 1:
+            # The particle plate sits left of the model's own plates (as in Pyro).
+            self.max_plate_nesting += 1
         self.retain_graph = retain_graph
         self.ignore_jit_warnings = ignore_jit_warnings
         self.jit_options = jit_options
