@@ -178,11 +178,12 @@ class DeferredDistribution:
     def shared(self) -> Iterator[Distribution]:
         """Inside the block, every use reuses one concrete distribution, built on entry.
 
-        Worth it when a step uses the distribution several times: each use otherwise
-        rebuilds it and recomputes its transformed arguments. Measured (CPU, scalar Normal with a
-        positive scale, 4 uses per step, forward and backward): 1.7x faster per step; a single
-        use per step gains nothing. Values read inside the block are those of its entry: leave
-        the block before an optimizer step.
+        Each use otherwise rebuilds the distribution and recomputes its transformed arguments
+        (a build costs within 20% of writing ``Normal(loc, log_scale.exp())`` by hand). Measured
+        on CPU for a Normal with a ``Constrained`` positive scale, scalar or of 1000 elements,
+        per training step (forward, backward, SGD step): with four ``rsample``/``log_prob``
+        pairs per step, 1.2x faster shared; with one pair, no measurable gain. Values read inside
+        the block are those of its entry: leave the block before an optimizer step.
 
         Example::
 
