@@ -35,7 +35,11 @@ _CHECKED_OBS: dict[str, tuple[torch.Tensor, int, object]] = {}
 
 
 def check_observed(name: str, fn: torch.distributions.Distribution, value: torch.Tensor) -> None:
-    """Raise if ``value`` lies outside ``fn.support`` (skipped when this tensor was checked)."""
+    """Raise if ``value`` lies outside ``fn.support``.
+
+    A fixed support (a class attribute) is checked once per tensor and version; a support that
+    depends on the distribution's parameters is checked every time.
+    """
     seen = _CHECKED_OBS.get(name)
     if seen is not None and seen[0] is value and seen[1] == value._version and seen[2] is type(fn):
         return
@@ -57,6 +61,8 @@ def check_observed(name: str, fn: torch.distributions.Distribution, value: torch
             f"sample site '{name}': observed value lies outside the support {support} of "
             f"{type(fn).__name__}"
         )
+    if support is not getattr(type(fn), "support", None):
+        return  # the support depends on the parameters (e.g. Uniform(0, theta)): check each time
     if len(_CHECKED_OBS) > 10_000:
         _CHECKED_OBS.clear()
     _CHECKED_OBS[name] = (value, value._version, type(fn))

@@ -193,11 +193,32 @@ def test_explicit_subsample():
     assert "data" in tr.trace.nodes
 
 
-def test_no_index_site_without_subsampling():
+def test_full_plate_records_its_indices_unscaled():
+    # As in Pyro, every sized plate records its indices as a sample site.
     with trace() as tr, mp.plate("data", 4, subsample_size=4) as idx:
         mp.sample("x", dist.Normal(0.0, 1.0))
-    assert list(tr.trace.nodes) == ["x"] and idx.tolist() == [0, 1, 2, 3]
+    assert list(tr.trace.nodes) == ["data", "x"] and idx.tolist() == [0, 1, 2, 3]
+    assert tr.trace.nodes["data"]["value"].tolist() == [0, 1, 2, 3]
     assert tr.trace.nodes["x"]["scale"] == 1.0
+
+
+def test_model_plate_without_subsample_follows_the_guides_subsample():
+    data = torch.arange(10.0)
+
+    def guide():
+        with mp.plate("data", 10, subsample_size=3):
+            mp.sample("z", dist.Normal(0.0, 1.0))
+
+    def model():
+        with mp.plate("data", 10) as idx:
+            mp.sample("z", dist.Normal(0.0, 1.0))
+            mp.sample("obs", dist.Normal(0.0, 1.0), obs=data[idx])
+        return idx
+
+    guide_trace = trace(guide).get_trace()
+    model_trace = trace(replay(model, trace=guide_trace)).get_trace()
+    assert torch.equal(model_trace.nodes["_RETURN"]["value"], guide_trace.nodes["data"]["value"])
+    assert model_trace.nodes["obs"]["scale"] == pytest.approx(10 / 3)
 
 
 @pytest.mark.parametrize("bad", [torch.tensor([0, 10]), torch.tensor([-1, 2])])

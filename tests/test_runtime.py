@@ -124,8 +124,14 @@ def test_threads_do_not_see_each_others_handlers():
     assert not errors, errors
     for tag in ("a", "b"):
         log, nodes, stack, recorder, after = results[tag]
-        assert log == [("process", tag, f"x_{tag}"), ("post", tag, f"x_{tag}")]
-        assert nodes == [f"x_{tag}"]
+        # Each thread's handlers saw its own plate's index site and its own sample site only.
+        assert log == [
+            ("process", tag, "data"),
+            ("post", tag, "data"),
+            ("process", tag, f"x_{tag}"),
+            ("post", tag, f"x_{tag}"),
+        ]
+        assert nodes == ["data", f"x_{tag}"]
         assert len(stack) == 2 and stack[1] is recorder
         assert after == ()
     assert get_stack() == ()
@@ -149,8 +155,14 @@ def test_asyncio_tasks_are_isolated():
         return await asyncio.gather(task("a", b, a), task("b", a, b))
 
     for tag, (log, nodes, shape) in zip("ab", asyncio.run(main()), strict=True):
-        assert log == [("process", tag, f"x_{tag}"), ("post", tag, f"x_{tag}")]
-        assert nodes == [f"x_{tag}"]
+        # The plate is entered inside the handlers, so they see its index site too.
+        assert log == [
+            ("process", tag, "data"),
+            ("post", tag, "data"),
+            ("process", tag, f"x_{tag}"),
+            ("post", tag, f"x_{tag}"),
+        ]
+        assert nodes == ["data", f"x_{tag}"]
         assert shape == (3,)
     assert get_stack() == ()
 

@@ -8,6 +8,7 @@ Where a handler's first argument is not callable, it is taken as the handler's o
 from __future__ import annotations
 
 import math
+import numbers
 import random
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -283,7 +284,7 @@ class seed(Messenger):
         if fn is not None and not callable(fn):
             fn, rng_seed = None, fn
         super().__init__(fn)
-        if not isinstance(rng_seed, int):
+        if not isinstance(rng_seed, numbers.Integral):
             raise ValueError(f"'rng_seed' argument should be an int, got {rng_seed!r}")
         self.rng_seed = rng_seed
 

@@ -31,13 +31,15 @@ class _Subsample(Distribution):
     support = constraints.dependent
     has_rsample = False
 
-    def __init__(self, size: int, subsample_size: int, device: Any = None) -> None:
+    def __init__(self, size: int, subsample_size: int | None, device: Any = None) -> None:
         self.size = size
         self.subsample_size = subsample_size
         self.device = device
         super().__init__(validate_args=False)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        if self.subsample_size is None or self.subsample_size >= self.size:
+            return torch.arange(self.size, device=self.device)
         return torch.randperm(self.size, device=self.device)[: self.subsample_size].clone()
 
     def __call__(self) -> torch.Tensor:
@@ -117,25 +119,22 @@ class plate(Messenger):
                     f"plate '{name}': subsample_size={subsample_size} does not match "
                     f"len(subsample)={len(subsample)}"
                 )
-        random_subset = subsample is None and subsample_size is not None and subsample_size < size
-        if subsample is not None or random_subset:
-            # A sample site, so that replay gives the model the guide's indices.
-            msg = new_message(
-                "sample", name, _Subsample(size, subsample_size or size, device), value=subsample
+        # The indices are a sample site (as in Pyro), so that replay gives the model the
+        # guide's subsample, whether or not the model's own plate asks for one.
+        msg = new_message("sample", name, _Subsample(size, subsample_size, device), value=subsample)
+        apply_stack(msg)
+        self._indices = msg["value"]
+        self.subsample_size = len(self._indices)
+        if subsample_size is not None and min(subsample_size, size) != self.subsample_size:
+            raise ValueError(
+                f"plate '{name}': subsample_size={subsample_size} but the replayed subsample has "
+                f"{self.subsample_size} indices (do the model and guide use different "
+                "subsample sizes?)"
             )
-            apply_stack(msg)
-            subsample = msg["value"]
-        if subsample is None:
-            self.subsample_size = size
-        else:
-            self._indices = subsample
-            self.subsample_size = len(subsample)
 
     @property
     def indices(self) -> torch.Tensor:
         """The indices of this plate's elements (the subsample, when subsampled)."""
-        if self._indices is None:
-            return torch.arange(self.size, device=self.device)
         return self._indices
 
     def _frame(self) -> CondIndepStackFrame:
