@@ -1,8 +1,12 @@
 """Doctests of ``miniprob/`` run with the tests: each example starts from a clean state."""
 
 import pytest
+import torch
 
 import miniprob
+
+# Small ops stall when two intra-op threads contend for 2 cores; the suite is many small ops.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -55,7 +55,10 @@ def check_observed(name: str, fn: torch.distributions.Distribution, value: torch
         ok = True
     else:
         with torch.no_grad():
-            ok = bool(support.check(value).all())
+            try:
+                ok = bool(support.check(value).all())
+            except RuntimeError:  # batched by torch.vmap: no single truth value to check
+                return
     if not ok:
         raise ValueError(
             f"sample site '{name}': observed value lies outside the support {support} of "

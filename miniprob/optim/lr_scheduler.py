@@ -42,6 +42,15 @@ class PyroLRScheduler(PyroOptim):
         self.scheduler_args = args
         self._schedulers: dict[int, Any] = {}
         self._pending_schedulers: dict[Any, dict] = {}
+        # Scheduler steps taken, and the step at which each parameter first appeared: a
+        # parameter that appears later starts its own schedule, as with Pyro's one scheduler
+        # per parameter, so it must not join an optimizer whose rate has already decayed.
+        self._epoch = 0
+        self._joined: dict[str, int] = {}
+
+    def _group_key(self, name: str | None, args: dict) -> Any:
+        epoch = self._epoch if name is None else self._joined.setdefault(name, self._epoch)
+        return (epoch, super()._group_key(name, args))
 
     def _register(self, p: torch.Tensor) -> torch.optim.Optimizer:
         opt = super()._register(p)
@@ -56,8 +65,8 @@ class PyroLRScheduler(PyroOptim):
         return opt
 
     def get_scheduler_state(self) -> dict:
-        """The torch schedulers' own state (``last_epoch``, ...), one per torch optimizer, keyed
-        by the optimizer's hyperparameters. :meth:`get_state` holds the optimizers' state.
+        """The torch schedulers' own state (``last_epoch``, ...), one per torch optimizer, and
+        the step at which each parameter joined. :meth:`get_state` holds the optimizers' state.
 
         Example::
 
@@ -67,18 +76,20 @@ class PyroLRScheduler(PyroOptim):
             ...     {"optimizer": torch.optim.SGD, "optim_args": {"lr": 1.0}, "step_size": 2}
             ... )
             >>> sched.get_scheduler_state()
-            {}
+            {'epoch': 0, 'joined': {}, 'schedulers': {}}
         """
         keys = {id(opt): key for key, opt in self._optimizers.items()}
-        state = dict(self._pending_schedulers)
+        schedulers = dict(self._pending_schedulers)
         for opt_id, scheduler in self._schedulers.items():
-            state[keys[opt_id]] = scheduler.state_dict()
-        return state
+            schedulers[keys[opt_id]] = scheduler.state_dict()
+        return {"epoch": self._epoch, "joined": dict(self._joined), "schedulers": schedulers}
 
     def set_scheduler_state(self, state: dict) -> None:
         """Load :meth:`get_scheduler_state`; schedulers not created yet get theirs on creation."""
+        self._epoch = state["epoch"]
+        self._joined.update(state["joined"])
         by_key = {key: self._schedulers.get(id(opt)) for key, opt in self._optimizers.items()}
-        for key, per in state.items():
+        for key, per in state["schedulers"].items():
             scheduler = by_key.get(key)
             if scheduler is None:
                 self._pending_schedulers[key] = per
@@ -89,6 +100,7 @@ class PyroLRScheduler(PyroOptim):
         """Advance every scheduler (pass the loss to ``ReduceLROnPlateau``)."""
         for scheduler in self._schedulers.values():
             scheduler.step(*args, **kwargs)
+        self._epoch += 1
 
 
 def _load_scheduler_state(scheduler: Any, state: dict) -> None:

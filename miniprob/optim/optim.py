@@ -116,7 +116,7 @@ class PyroOptim:
             old_opt.param_groups[0]["params"] = [q for q in old_opt.param_groups[0]["params"] if q is not old]
             old_opt.state.pop(old, None)
         args = self._args_for(name)
-        key = _freeze(args)
+        key = self._group_key(name, args)
         opt = self._optimizers.get(key)
         if opt is None:
             opt = self.pt_optim_constructor([p], **args)
@@ -130,6 +130,10 @@ class PyroOptim:
             if pending is not None:
                 self._load_param_state(p, opt, pending)
         return opt
+
+    def _group_key(self, name: str | None, args: dict) -> Any:
+        """Parameters with equal keys share one torch optimizer."""
+        return _freeze(args)
 
     @staticmethod
     def _load_param_state(p: torch.Tensor, opt: torch.optim.Optimizer, state: dict) -> None:
