@@ -13,6 +13,10 @@ Example::
 """
 
 from . import distributions, infer, optim, poutine
+from .blackbox import black_box
+from .checkpoint import load_checkpoint, save_checkpoint
+from .deferred import Constrained, DeferredDistribution, deferred
+from .flat import FlatView, ParamVector, ravel
 from .params import ParamStore, clear_param_store, get_param_store
 from .poutine.plate import plate
 from .primitives import deterministic, factor, module, param, sample
@@ -22,7 +26,12 @@ from .validation import enable_validation, validation_enabled
 __version__ = "0.1.0"
 
 __all__ = [
+    "Constrained",
+    "DeferredDistribution",
+    "FlatView",
     "ParamStore",
+    "ParamVector",
+    "black_box",
     "clear_param_store",
     "deterministic",
     "distributions",
@@ -30,12 +39,15 @@ __all__ = [
     "factor",
     "get_param_store",
     "infer",
+    "load_checkpoint",
     "optim",
     "module",
     "param",
     "plate",
     "poutine",
+    "ravel",
     "sample",
+    "save_checkpoint",
     "set_rng_seed",
     "validation_enabled",
 ]
