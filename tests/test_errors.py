@@ -3,6 +3,9 @@ exception anywhere inside a model, guide or loss leaves nothing half-done: the h
 and the plate dims are empty again, and a failed ``SVI.step`` leaves parameters, gradients and
 optimizer state exactly as they were before it."""
 
+import math
+import warnings
+
 import pytest
 import torch
 from torch.distributions import constraints
@@ -387,3 +390,43 @@ def test_stack_is_empty_after_an_exception_in_a_sequential_plate():
     with pytest.raises(Boom):
         get_trace(model)
     assert_clean()
+
+
+# ---- accepted as in Pyro: no error -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "elbo",
+    [Trace_ELBO(), Trace_ELBO(num_particles=2, vectorize_particles=True), TraceMeanField_ELBO()],
+)
+def test_a_latent_the_guide_lacks_is_drawn_from_the_prior(elbo):
+    def model():
+        pyro.sample("a", dist.Normal(0.0, 1.0))
+        pyro.sample("b", dist.Bernoulli(0.5))
+        pyro.sample("c", dist.Normal(0.0, 1.0), obs=torch.tensor(0.5))
+
+    def guide():
+        pyro.sample("b", dist.Bernoulli(pyro.param("p", torch.tensor(0.3))))
+
+    if isinstance(elbo, TraceMeanField_ELBO):
+        guide = lambda: None  # noqa: E731 - mean field: the guide must be reparameterizable
+    with pytest.warns(UserWarning, match=r"Found vars in model but not guide: \['a'"):
+        loss = elbo.loss(model, guide)
+    assert math.isfinite(loss)
+
+
+def test_a_plate_subsampled_on_one_side_only():
+    data = torch.arange(10.0)
+
+    def model():
+        with pyro.plate("data", 10, subsample_size=3) as idx:
+            pyro.sample("obs", dist.Normal(0.0, 20.0), obs=data[idx])
+
+    def guide():
+        with pyro.plate("guide_only", 10, subsample_size=3):
+            pass
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trace_ELBO().loss(model, lambda: None)
+        Trace_ELBO().loss(model, guide)

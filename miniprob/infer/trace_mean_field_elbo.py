@@ -42,10 +42,10 @@ class TraceMeanField_ELBO(ELBO):
         for name, model_site in model_trace.nodes.items():
             if model_site["type"] != "sample":
                 continue
-            if model_site["is_observed"]:
+            guide_site = None if model_site["is_observed"] else guide_trace.nodes.get(name)
+            if guide_site is None:  # observed, or a latent the guide lacks (drawn from the prior)
                 elbo = elbo + model_site["log_prob_sum"]
                 continue
-            guide_site = guide_trace.nodes[name]
             _check_reparameterized(guide_site)
             try:
                 kl = kl_divergence(guide_site["fn"], model_site["fn"])
