@@ -39,6 +39,12 @@ def _as_distribution(name: str, fn: Any) -> Distribution:
     )
 
 
+def _as_observation(obs: Any) -> torch.Tensor:
+    """A Python number, list or array as a tensor (torch's ``log_prob`` methods need one)."""
+    obs = torch.as_tensor(obs)
+    return obs if obs.is_floating_point() else obs.to(torch.get_default_dtype())
+
+
 def sample(
     name: str,
     fn: Distribution,
@@ -53,8 +59,11 @@ def sample(
     """
     if not isinstance(fn, Distribution):
         fn = _as_distribution(name, fn)
-    if obs is not None and _ENABLED[0] and isinstance(obs, torch.Tensor):
-        check_observed(name, fn, obs)
+    if obs is not None:
+        if not isinstance(obs, torch.Tensor):
+            obs = _as_observation(obs)
+        if _ENABLED[0]:
+            check_observed(name, fn, obs)
     if not _STACK.get():
         if obs is not None:
             return obs

@@ -430,3 +430,23 @@ def test_a_plate_subsampled_on_one_side_only():
         warnings.simplefilter("error")
         Trace_ELBO().loss(model, lambda: None)
         Trace_ELBO().loss(model, guide)
+
+
+@pytest.mark.parametrize(
+    "d, value",
+    [
+        (dist.Beta(2.0, 2.0), 0.5),
+        (dist.LogNormal(0.0, 1.0), 2.0),
+        (dist.Categorical(torch.ones(3) / 3), 2),
+        (dist.Bernoulli(0.3), True),
+        (dist.Poisson(3.0), 2),
+    ],
+)
+def test_an_observation_given_as_a_python_number(d, value):
+    def model():
+        pyro.sample("x", d, obs=value)
+
+    expected = d.log_prob(torch.tensor(float(value))).item()
+    assert Trace_ELBO().loss(model, lambda: None) == pytest.approx(-expected)
+    with pytest.raises(ValueError, match=r"sample site 'x': observed value lies outside"):
+        pyro.sample("x", d, obs=-1)
