@@ -26,7 +26,7 @@ from .distributions.delta import Delta
 from .distributions.unit import Unit
 from .params import _CURRENT, module_param_name
 from .runtime import _STACK, apply_stack
-from .validation import _ENABLED, check_observed
+from .validation import _ENABLED, as_observation, check_observed
 
 
 def _as_distribution(name: str, fn: Any) -> Distribution:
@@ -37,12 +37,6 @@ def _as_distribution(name: str, fn: Any) -> Distribution:
         f"sample site '{name}': expected a torch.distributions.Distribution, "
         f"got {type(fn).__name__}: {fn!r}"
     )
-
-
-def _as_observation(obs: Any) -> torch.Tensor:
-    """A Python number, list or array as a tensor (torch's ``log_prob`` methods need one)."""
-    obs = torch.as_tensor(obs)
-    return obs if obs.is_floating_point() else obs.to(torch.get_default_dtype())
 
 
 def sample(
@@ -61,7 +55,7 @@ def sample(
         fn = _as_distribution(name, fn)
     if obs is not None:
         if not isinstance(obs, torch.Tensor):
-            obs = _as_observation(obs)
+            obs = as_observation(obs)
         if _ENABLED[0]:
             check_observed(name, fn, obs)
     if not _STACK.get():

@@ -30,6 +30,19 @@ def validation_enabled() -> bool:
     return _ENABLED[0]
 
 
+def as_observation(obs: object) -> torch.Tensor:
+    """A Python number, list or array given as an observation, as a tensor (torch's
+    ``log_prob`` methods need one); integers and bools take the default float dtype.
+
+    Example::
+
+        >>> as_observation(1)
+        tensor(1.)
+    """
+    obs = torch.as_tensor(obs)
+    return obs if obs.is_floating_point() else obs.to(torch.get_default_dtype())
+
+
 # Per site name: the last observed tensor checked and its version counter.
 _CHECKED_OBS: dict[str, tuple[torch.Tensor, int, object]] = {}
 

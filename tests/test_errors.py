@@ -448,5 +448,7 @@ def test_an_observation_given_as_a_python_number(d, value):
 
     expected = d.log_prob(torch.tensor(float(value))).item()
     assert Trace_ELBO().loss(model, lambda: None) == pytest.approx(-expected)
+    conditioned = poutine.condition(lambda: pyro.sample("x", d), data={"x": value})
+    assert Trace_ELBO().loss(conditioned, lambda: None) == pytest.approx(-expected)
     with pytest.raises(ValueError, match=r"sample site 'x': observed value lies outside"):
         pyro.sample("x", d, obs=-1)

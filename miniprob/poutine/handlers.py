@@ -17,7 +17,7 @@ import torch
 
 from ..runtime import Message, Messenger
 from ..util import set_rng_seed
-from ..validation import check_observed, validation_enabled
+from ..validation import as_observation, check_observed, validation_enabled
 from .trace_struct import Trace
 
 
@@ -202,8 +202,11 @@ class condition(Messenger):
             value = self.data[name]
         else:
             return
-        if value is not None and validation_enabled() and isinstance(value, torch.Tensor):
-            check_observed(name, msg["fn"], value)
+        if value is not None:
+            if not isinstance(value, torch.Tensor):
+                value = as_observation(value)
+            if validation_enabled():
+                check_observed(name, msg["fn"], value)
         msg["value"] = value
         msg["is_observed"] = value is not None
 
