@@ -158,14 +158,15 @@ class ELBO:
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The loss as a float; gradients are accumulated on the parameters' unconstrained leaves."""
-        loss = 0.0
-        surrogate = 0.0
         particles = []  # kept for the report, should the loss be non-finite
+        losses, surrogates = [], []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             particles.append((model_trace, guide_trace))
             loss_particle, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
-            loss = loss + loss_particle / self.num_particles
-            surrogate = surrogate + surrogate_particle / self.num_particles
+            losses.append(loss_particle)
+            surrogates.append(surrogate_particle)
+        loss = _particle_mean(losses, self.num_particles)
+        surrogate = _particle_mean(surrogates, self.num_particles)
         value = float(loss)
         if not math.isfinite(value):
             raise_nonfinite(value, particles=particles)
@@ -176,6 +177,17 @@ class ELBO:
     def __call__(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         """``elbo(model, guide, *args)`` is ``differentiable_loss``: ELBOs are loss callables."""
         return self.differentiable_loss(model, guide, *args, **kwargs)
+
+
+def _particle_mean(values: list, num_particles: int) -> Any:
+    """``sum(v / num_particles for v in values)``, added left to right; a single particle is
+    returned as it is (dividing by one and adding to zero would only add autograd nodes)."""
+    if num_particles == 1 and len(values) == 1:
+        return values[0]
+    total = values[0] / num_particles
+    for value in values[1:]:
+        total = total + value / num_particles
+    return total
 
 
 def check_model_guide_match(model_trace: Trace, guide_trace: Trace) -> None:

@@ -29,8 +29,7 @@ import torch
 
 from ..optim.optim import PyroOptim
 from ..params import _CURRENT, ParamStore
-from ..poutine.handlers import trace
-from ..poutine.trace_struct import Trace
+from ..runtime import Message, Messenger
 from .diagnostics import check_loss
 from .elbo import ELBO
 
@@ -83,17 +82,18 @@ class SVI:
         store = _CURRENT.get()
         # Dicts keep insertion order: the parameters a step creates come after these.
         num_before = len(store)
-        param_capture = trace(param_only=True)
+        capture = _ParamCapture()
         try:
-            with param_capture:
+            with capture:
                 loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
-            params = {site["value"].unconstrained() for site in param_capture.trace.nodes.values()}
+            # The unconstrained leaves behind the values read, each once, in order of reading.
+            params = list(dict.fromkeys(v.unconstrained() for v in capture.params.values()))
             if self._first_step:
                 self._first_step = False
-                _warn_preexisting(store, num_before, param_capture.trace, self.optim)
+                _warn_preexisting(store, num_before, capture.params, self.optim)
             self.optim(params)
         except BaseException:
-            _undo_step(store, num_before, param_capture.trace, self.optim)
+            _undo_step(store, num_before, capture.params, self.optim)
             raise
         for p in params:
             p.grad = None
@@ -130,14 +130,29 @@ class SVI:
         return history
 
 
+class _ParamCapture(Messenger):
+    """Record the value of every param site read inside, by name (later reads win).
+
+    What ``trace(param_only=True)`` would give SVI, without copying each site into a Trace.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.params: dict[str, torch.Tensor] = {}
+
+    def postprocess_message(self, msg: Message) -> None:
+        if msg["type"] == "param":
+            self.params[msg["name"]] = msg["value"]
+
+
 def _warn_preexisting(
-    store: ParamStore, num_before: int, param_trace: Trace, optim: PyroOptim
+    store: ParamStore, num_before: int, params: dict[str, torch.Tensor], optim: PyroOptim
 ) -> None:
     """Warn once about parameters the first step read that were in the store before it
     (parameters whose optimizer state was restored, as when resuming, are expected)."""
     before = set(list(store.keys())[:num_before])
     pending = getattr(optim, "_pending", {})
-    reused = [name for name in param_trace.nodes if name in before and name not in pending]
+    reused = [name for name in params if name in before and name not in pending]
     if reused:
         warnings.warn(
             f"SVI: the param store already held {reused} before the first step; training "
@@ -146,10 +161,12 @@ def _warn_preexisting(
         )
 
 
-def _undo_step(store: ParamStore, num_before: int, param_trace: Trace, optim: PyroOptim) -> None:
+def _undo_step(
+    store: ParamStore, num_before: int, params: dict[str, torch.Tensor], optim: PyroOptim
+) -> None:
     """After a failed step: drop the gradients it left and the parameters it created."""
-    for site in param_trace.nodes.values():
-        handle = getattr(site["value"], "unconstrained", None)
+    for value in params.values():
+        handle = getattr(value, "unconstrained", None)
         leaf = handle() if handle is not None else None
         if leaf is not None:
             leaf.grad = None

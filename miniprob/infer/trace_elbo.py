@@ -71,10 +71,11 @@ class Trace_ELBO(ELBO):
     """
 
     def _differentiable_loss_particle(self, model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, torch.Tensor]:
-        surrogate = 0.0
+        surrogate = None  # not 0.0: adding to a Python zero would put one more node in the graph
         for site in model_trace.nodes.values():
             if site["type"] == "sample":
-                surrogate = surrogate + site["log_prob_sum"]
+                lp = site["log_prob_sum"]
+                surrogate = lp if surrogate is None else surrogate + lp
         # When every guide site is reparameterized, the ELBO and its surrogate are the same sum.
         elbo = None
         costs = None
@@ -83,7 +84,8 @@ class Trace_ELBO(ELBO):
                 continue
             _, score_function, entropy_term = site["score_parts"]
             if isinstance(entropy_term, torch.Tensor):
-                surrogate = surrogate - site["log_prob_sum"]
+                lp = site["log_prob_sum"]
+                surrogate = -lp if surrogate is None else surrogate - lp
                 if elbo is not None:
                     elbo = elbo - site["log_prob_sum"].detach()
                 continue
@@ -93,7 +95,10 @@ class Trace_ELBO(ELBO):
             if costs is None:
                 costs = _downstream_costs(model_trace, guide_trace)
             downstream = costs.sum_to(site["cond_indep_stack"])
-            surrogate = surrogate + (downstream * score_function).sum()
+            term = (downstream * score_function).sum()
+            surrogate = term if surrogate is None else surrogate + term
+        if surrogate is None:
+            surrogate = 0.0
         if elbo is None:
             elbo = surrogate.detach() if isinstance(surrogate, torch.Tensor) else torch.tensor(surrogate)
         return -elbo, -surrogate

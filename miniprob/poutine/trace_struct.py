@@ -131,7 +131,8 @@ class Trace:
         site["unscaled_log_prob"] = log_p
         log_p = scale_and_mask(log_p, site["scale"], site["mask"])
         site["log_prob"] = log_p
-        site["log_prob_sum"] = log_p.sum()
+        # A scalar is its own sum: skipping the op keeps one node out of the graph.
+        site["log_prob_sum"] = log_p if log_p.dim() == 0 else log_p.sum()
         return log_p
 
     def compute_log_prob(self, site_filter: Callable[[str, Site], bool] = _all_sites) -> None:
