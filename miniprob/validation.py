@@ -72,6 +72,12 @@ def check_observed(name: str, fn: torch.distributions.Distribution, value: torch
                 ok = bool(support.check(value).all())
             except RuntimeError:  # batched by torch.vmap: no single truth value to check
                 return
+            except ValueError as e:  # e.g. fewer dims than the event has
+                raise ValueError(
+                    f"sample site '{name}': observed value of shape {tuple(value.shape)} does not "
+                    f"fit {type(fn).__name__} with batch shape {tuple(fn.batch_shape)} and event "
+                    f"shape {tuple(fn.event_shape)}: {e}"
+                ) from e
     if not ok:
         raise ValueError(
             f"sample site '{name}': observed value lies outside the support {support} of "

@@ -452,3 +452,11 @@ def test_an_observation_given_as_a_python_number(d, value):
     assert Trace_ELBO().loss(conditioned, lambda: None) == pytest.approx(-expected)
     with pytest.raises(ValueError, match=r"sample site 'x': observed value lies outside"):
         pyro.sample("x", d, obs=-1)
+
+
+def test_observed_value_with_fewer_dims_than_the_event():
+    d = dist.Exponential(torch.ones(2)).to_event(1)
+    with pytest.raises(ValueError, match=r"site 'x': observed value of shape \(\) does not fit"):
+        pyro.sample("x", d, obs=torch.tensor(1.0))
+    with pytest.raises(ValueError, match=r"event shape \(2,\)"):
+        pyro.sample("x", d, obs=torch.tensor(1.0))
