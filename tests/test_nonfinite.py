@@ -182,3 +182,15 @@ def test_a_finite_loss_never_runs_the_diagnosis(monkeypatch, elbo):
             assert math.isfinite(svi.step())
         elbo.differentiable_loss(model_with_scale, guide_with_loc)
         elbo.loss(model_with_scale, guide_with_loc)
+
+
+def test_arguments_of_wrapped_distributions_are_named():
+    def model():
+        loc = pyro.param("loc", torch.zeros(3))
+        pyro.sample("x", dist.Normal(loc * math.nan, 1.0).to_event(1), obs=torch.zeros(3))
+
+    with pytest.raises(ValueError) as info:
+        Trace_ELBO().differentiable_loss(model, lambda: None)
+    msg = str(info.value)
+    assert "non-finite distribution arguments: base_dist.loc=shape (3,)" in msg
+    assert "parameters feeding its distribution: loc = shape (3,)" in msg

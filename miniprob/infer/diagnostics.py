@@ -65,14 +65,15 @@ def _describe(t: torch.Tensor) -> str:
     return f"shape {tuple(t.shape)}: {flat}{more}{bad_text}"
 
 
-def _distribution_tensors(fn: object, depth: int = 0) -> list[torch.Tensor]:
-    """The tensors a distribution holds (its arguments), through wrappers like ``base_dist``."""
-    found = []
-    for value in getattr(fn, "__dict__", {}).values():
+def _distribution_tensors(fn: object, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The tensors a distribution holds (its arguments) by name, through wrappers like
+    ``base_dist`` (named ``base_dist.loc``, ...)."""
+    found = {}
+    for key, value in getattr(fn, "__dict__", {}).items():
         if isinstance(value, torch.Tensor):
-            found.append(value)
-        elif isinstance(value, torch.distributions.Distribution) and depth < 8:
-            found += _distribution_tensors(value, depth + 1)
+            found[prefix + key] = value
+        elif isinstance(value, torch.distributions.Distribution) and prefix.count(".") < 8:
+            found.update(_distribution_tensors(value, f"{prefix}{key}."))
     return found
 
 
@@ -152,8 +153,8 @@ def _site_report(
         arg_tensors = _distribution_tensors(fn)
         bad_args = [
             f"{k}={_describe(v)}"
-            for k, v in getattr(fn, "__dict__", {}).items()
-            if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()
+            for k, v in arg_tensors.items()
+            if v.is_floating_point() and not torch.isfinite(v).all()
         ]
         if bad_args:
             lines.append(f"    non-finite distribution arguments: {'; '.join(bad_args)}")
@@ -164,7 +165,7 @@ def _site_report(
             and not bool(torch.isfinite(value).all())
         ):
             lines.append(f"    non-finite value: {_describe(value)}")
-        via_args = sorted(_feeding(arg_tensors, storages, store))
+        via_args = sorted(_feeding(list(arg_tensors.values()), storages, store))
         via_value = []
         if isinstance(value, torch.Tensor):
             via_value = sorted(_feeding([value], storages, store) - set(via_args))
