@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch.distributions import constraints
 from torch.distributions.constraint_registry import transform_to
+from torch.distributions.transforms import AffineTransform, ComposeTransform, ExpTransform
 
 MODULE_SEPARATOR = "$$$"
 
@@ -40,12 +41,33 @@ def _transform_for(name: str, constraint: constraints.Constraint):
             f"got {constraint!r}"
         )
     try:
-        return transform_to(constraint)
+        return _simplified(transform_to(constraint))
     except NotImplementedError:
         raise ValueError(
             f"param '{name}': no transform to the constraint {constraint!r} is registered, "
             "so it cannot be optimized unconstrained (register one with transform_to.register)"
         ) from None
+
+
+def _simplified(transform: Any) -> Any:
+    """``exp`` where torch gives ``exp`` followed by ``x * 1 + 0`` (its transform to ``positive``).
+
+    A parameter is read at every step: the two identity ops would cost time at each read and
+    add two nodes to the graph. ``exp`` never returns -0.0, so values and gradients are
+    bitwise the same without them.
+    """
+    if isinstance(transform, ComposeTransform) and len(transform.parts) == 2:
+        first, second = transform.parts
+        if (
+            isinstance(first, ExpTransform)
+            and isinstance(second, AffineTransform)
+            and isinstance(second.loc, (int, float))
+            and isinstance(second.scale, (int, float))
+            and second.loc == 0
+            and second.scale == 1
+        ):
+            return first
+    return transform
 
 
 class ParamStore:

@@ -7,9 +7,18 @@ Example::
 
 from .diagnostics import set_nonfinite_mode
 from .elbo import ELBO
+from .jit_elbo import JitTrace_ELBO
 from .predictive import Predictive
 from .svi import SVI
 from .trace_elbo import Trace_ELBO
 from .trace_mean_field_elbo import TraceMeanField_ELBO
 
-__all__ = ["ELBO", "Predictive", "SVI", "TraceMeanField_ELBO", "Trace_ELBO", "set_nonfinite_mode"]
+__all__ = [
+    "ELBO",
+    "JitTrace_ELBO",
+    "Predictive",
+    "SVI",
+    "TraceMeanField_ELBO",
+    "Trace_ELBO",
+    "set_nonfinite_mode",
+]
