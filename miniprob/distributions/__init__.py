@@ -13,6 +13,8 @@ Example::
     True
 """
 
+import functools
+
 import torch.distributions as _td
 from torch.distributions import Distribution, kl_divergence, register_kl
 
@@ -26,7 +28,17 @@ def _with_helpers(cls: type) -> type:
         f"``torch.distributions.{cls.__name__}`` with Pyro's shape helpers (``to_event``, "
         f"``expand_by``, ``mask``); see torch's documentation for its arguments."
     )
-    return type(cls.__name__, (ShapeHelpers, cls), {"__module__": __name__, "__doc__": doc})
+
+    @functools.wraps(cls.__init__)  # keeps torch's signature for inspect.signature
+    def __init__(self, *args, validate_args=None, **kwargs):
+        # torch hands validate_args on to the distributions it builds inside (a LogNormal's
+        # Normal, a Beta's Dirichlet): None would let those validate their arguments at every
+        # construction and every log_prob. False, unless the caller asks for validation.
+        validate_args = False if validate_args is None else validate_args
+        cls.__init__(self, *args, validate_args=validate_args, **kwargs)
+
+    attrs = {"__module__": __name__, "__doc__": doc, "__init__": __init__}
+    return type(cls.__name__, (ShapeHelpers, cls), attrs)
 
 
 _WRAPPED = {}

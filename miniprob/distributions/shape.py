@@ -3,9 +3,9 @@
 Why subclasses and not patching: every ``torch.distributions`` class gets a subclass here that
 adds the helpers (:class:`ShapeHelpers` first in the MRO), so ``miniprob.distributions.Normal``
 is a real ``torch.distributions.Normal`` while torch's own classes stay untouched for other
-libraries in the same process. The subclasses add no ``__init__``, so torch's ``expand`` (which
-builds instances of ``type(self)``) keeps working, and they switch torch's per-call argument
-validation off: miniprob validates at sample sites, once, instead (see ``miniprob.validation``).
+libraries in the same process. They switch torch's per-call argument validation off, for the
+distributions torch builds inside them too (the ``Normal`` of a ``LogNormal``): miniprob
+validates at sample sites, once, instead (see ``miniprob.validation``).
 
 Example::
 
@@ -30,6 +30,14 @@ class ShapeHelpers:
     """Mixin adding Pyro's shape helpers to a torch distribution class."""
 
     _validate_args = False
+
+    def expand(self, batch_shape, _instance=None) -> Distribution:
+        # torch's expand makes ``type(self).__new__`` only for classes without an __init__ of
+        # their own (ours have one, see ``miniprob.distributions``), else raises; give it the
+        # instance to fill.
+        if _instance is None:
+            _instance = type(self).__new__(type(self))
+        return super().expand(batch_shape, _instance)
 
     def __call__(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         """Draw a value: ``rsample`` where the distribution has it, else ``sample``."""
