@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import random
 import struct
 import tempfile
 from collections.abc import Mapping
@@ -46,9 +45,11 @@ from typing import Any
 import torch
 from torch.distributions import constraints
 
+from .atomic import atomic_write
 from .optim.lr_scheduler import PyroLRScheduler
 from .optim.optim import PyroOptim
 from .params import ParamStore, _transform_for, get_param_store, module_param_name
+from .util import get_rng_state, set_rng_state
 
 _MAGIC = b"MINIPROB-CHECKPOINT\n"
 _HEADER = struct.Struct(">Q32s")  # payload length, SHA-256 of the payload
@@ -80,14 +81,14 @@ def save_checkpoint(
         "scheduler": None
         if scheduler is None
         else {"optim": scheduler.get_state(), "schedulers": scheduler.get_scheduler_state()},
-        "rng": _get_rng_state(),
+        "rng": get_rng_state(),
         "extra": extra,
     }
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
     header = _MAGIC + _HEADER.pack(len(payload), hashlib.sha256(payload).digest())
-    _atomic_write(os.fspath(path), header + payload)
+    atomic_write(path, header + payload)
 
 
 def load_checkpoint(
@@ -119,36 +120,11 @@ def load_checkpoint(
     if scheduler is not None:
         scheduler.set_state(state["scheduler"]["optim"])
         scheduler.set_scheduler_state(state["scheduler"]["schedulers"])
-    _set_rng_state(state["rng"])
+    set_rng_state(state["rng"])
     return state["extra"]
 
 
 # ---- the file --------------------------------------------------------------------------------
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
 
 
 def _read(path: str, map_location: Any) -> dict:
@@ -260,26 +236,3 @@ def _restore_params(store: ParamStore, params_state: dict, targets: dict) -> Non
                 leaf.grad = None
             constraint = _canonical(params_state["constraints"][name])
             store._register(name, leaf, constraint, _transform_for(name, constraint))
-
-
-def _get_rng_state() -> dict:
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "random": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    try:
-        import numpy as np
-    except ImportError:
-        return state
-    state["numpy"] = np.random.get_state()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    random.setstate(state["random"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if "numpy" in state:
-        import numpy as np
-
-        np.random.set_state(state["numpy"])

@@ -19,7 +19,6 @@ Example::
 from __future__ import annotations
 
 import os
-import tempfile
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +29,8 @@ import torch
 from torch.distributions import constraints
 from torch.distributions.constraint_registry import transform_to
 from torch.distributions.transforms import AffineTransform, ComposeTransform, ExpTransform
+
+from .atomic import atomic_save
 
 MODULE_SEPARATOR = "$$$"
 
@@ -255,23 +256,6 @@ class ParamStore:
             yield store
         finally:
             _CURRENT.reset(token)
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, flush, fsync, then rename over it."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 _GLOBAL = ParamStore()

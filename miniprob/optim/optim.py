@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch.nn.utils import clip_grad_norm_, clip_grad_value_
 
-from ..params import atomic_save, get_param_store
+from ..atomic import atomic_save
+from ..params import get_param_store
 
 OptimArgs = dict[str, Any] | Callable[[str], dict[str, Any]]
 
