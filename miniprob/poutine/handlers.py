@@ -47,7 +47,8 @@ class trace(Messenger):
     def postprocess_message(self, msg: Message) -> None:
         if self.param_only and msg["type"] != "param":
             return
-        self.trace.add_node(msg["name"], **msg)
+        # A copy: the trace's site must not change when another handler changes the message.
+        self.trace.add_site(msg["name"], msg.copy())
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.fn is None:

@@ -45,6 +45,10 @@ class Trace:
 
     def add_node(self, site_name: str, **site: Any) -> None:
         """Record a site; two sites with one name are an error unless both are params."""
+        self.add_site(site_name, site)
+
+    def add_site(self, site_name: str, site: Site) -> None:
+        """:meth:`add_node` for a site already in a dict (kept as it is, not copied)."""
         old = self.nodes.get(site_name)
         if old is not None and (site["type"] != "param" or old["type"] != "param"):
             raise ValueError(
