@@ -99,9 +99,13 @@ class Trace_ELBO(ELBO):
             surrogate = term if surrogate is None else surrogate + term
         if surrogate is None:
             surrogate = 0.0
-        if elbo is None:
-            elbo = surrogate.detach() if isinstance(surrogate, torch.Tensor) else torch.tensor(surrogate)
-        return -elbo, -surrogate
+        surrogate_loss = -surrogate
+        if elbo is not None:
+            return -elbo, surrogate_loss
+        # Every guide site reparameterized: the loss is the surrogate's value (negated once).
+        if isinstance(surrogate_loss, torch.Tensor):
+            return surrogate_loss.detach(), surrogate_loss
+        return torch.tensor(surrogate_loss), surrogate_loss
 
     @staticmethod
     def _elbo_so_far(model_trace: Trace, guide_trace: Trace, stop: str) -> torch.Tensor:

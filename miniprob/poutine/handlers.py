@@ -54,9 +54,10 @@ class trace(Messenger):
         if self.fn is None:
             return super().__call__(*args, **kwargs)
         with self:
-            self.trace.add_node("_INPUT", name="_INPUT", type="args", args=args, kwargs=kwargs)
+            inputs = {"name": "_INPUT", "type": "args", "args": args, "kwargs": kwargs}
+            self.trace.add_site("_INPUT", inputs)
             ret = self.fn(*args, **kwargs)
-            self.trace.add_node("_RETURN", name="_RETURN", type="return", value=ret)
+            self.trace.add_site("_RETURN", {"name": "_RETURN", "type": "return", "value": ret})
         return ret
 
     def get_trace(self, *args: Any, **kwargs: Any) -> Trace:
