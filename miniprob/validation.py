@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import torch
+from torch.distributions import constraints
 
 _ENABLED = [True]
 
@@ -47,6 +48,19 @@ def as_observation(obs: object) -> torch.Tensor:
 _CHECKED_OBS: dict[str, tuple[torch.Tensor, int, object]] = {}
 
 
+def _elementwise(support: constraints.Constraint, value: torch.Tensor) -> constraints.Constraint:
+    """The constraint to check element by element: an independent constraint over an
+    elementwise one holds where the elementwise one holds everywhere, so check that one and
+    skip the reshape and reduction over the event dims (a minibatch is checked at every step)."""
+    while (
+        isinstance(support, constraints.independent)
+        and support.base_constraint.event_dim == 0
+        and value.dim() >= support.reinterpreted_batch_ndims
+    ):
+        support = support.base_constraint
+    return support
+
+
 def check_observed(name: str, fn: torch.distributions.Distribution, value: torch.Tensor) -> None:
     """Raise if ``value`` lies outside ``fn.support``.
 
@@ -69,7 +83,7 @@ def check_observed(name: str, fn: torch.distributions.Distribution, value: torch
     else:
         with torch.no_grad():
             try:
-                ok = bool(support.check(value).all())
+                ok = bool(_elementwise(support, value).check(value).all())
             except RuntimeError:  # batched by torch.vmap: no single truth value to check
                 return
             except ValueError as e:  # e.g. fewer dims than the event has
