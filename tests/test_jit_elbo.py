@@ -168,3 +168,28 @@ def test_nonfinite_loss_raises_naming_the_site():
         pyro.get_param_store().unconstrained("m").fill_(float("nan"))
     with pytest.raises(ValueError, match="loc"):
         elbo.loss_and_grads(normal_model, normal_guide, data)
+
+
+def kwargs_model(data, prior_scale=10.0, weights=None):
+    loc = pyro.sample("loc", dist.Normal(0.0, prior_scale))
+    with pyro.plate("data", len(data)):
+        pyro.sample("obs", dist.Normal(loc * weights, 1.0), obs=data)
+
+
+def kwargs_guide(data, prior_scale=10.0, weights=None):
+    pyro.sample("loc", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.0))
+
+
+def test_keyword_arguments_tensor_or_not():
+    data = 2.0 + torch.randn(12)
+    weights = torch.rand(12)
+    results = []
+    for elbo in (Trace_ELBO(), JitTrace_ELBO(ignore_jit_warnings=True)):
+        pyro.clear_param_store()
+        svi = SVI(kwargs_model, kwargs_guide, Adam({"lr": 0.05}), elbo)
+        torch.manual_seed(0)
+        losses = [svi.step(data, prior_scale=s, weights=weights * s) for s in (1.0, 1.0, 2.0, 2.0)]
+        results.append((losses, pyro.param("m").detach().clone()))
+    assert results[0][0] == results[1][0]
+    assert torch.equal(results[0][1], results[1][1])
+    assert len(elbo.compile_seconds) == 2  # prior_scale is baked in: one graph per value
