@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import math
 import numbers
-import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
 from ..runtime import Message, Messenger
-from ..util import set_rng_seed
+from ..util import get_rng_state, set_rng_seed, set_rng_state
 from ..validation import as_observation, check_observed, validation_enabled
 from .trace_struct import Trace
 
@@ -294,33 +293,13 @@ class seed(Messenger):
         self.rng_seed = rng_seed
 
     def __enter__(self) -> seed:
-        self._old_state = _get_rng_state()
+        self._old_state = get_rng_state()
         set_rng_seed(self.rng_seed)
         return super().__enter__()
 
     def __exit__(self, *exc: Any) -> None:
-        _set_rng_state(self._old_state)
+        set_rng_state(self._old_state)
         super().__exit__(*exc)
-
-
-def _get_rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "random": random.getstate()}
-    try:
-        import numpy as np
-
-        state["numpy"] = np.random.get_state()
-    except ImportError:
-        pass
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["random"])
-    if "numpy" in state:
-        import numpy as np
-
-        np.random.set_state(state["numpy"])
 
 
 class substitute(Messenger):
