@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest -q
 
 demo: $(STAMP)
@@ -24,4 +24,5 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check miniprob tests benchmarks tutorials
+	$(PY) -m ruff check miniprob tests benchmarks tutorials conftest.py
+	$(PY) -m ruff format --check miniprob tests benchmarks tutorials conftest.py

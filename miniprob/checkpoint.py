@@ -38,7 +38,6 @@ import hashlib
 import io
 import os
 import struct
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 

@@ -117,7 +117,9 @@ def param(
     return msg["value"]
 
 
-def module(name: str, nn_module: torch.nn.Module, update_module_params: bool = False) -> torch.nn.Module:
+def module(
+    name: str, nn_module: torch.nn.Module, update_module_params: bool = False
+) -> torch.nn.Module:
     """Register ``nn_module``'s parameters in the store as ``'name$$$sub.weight'``.
 
     The store keeps the module's own ``nn.Parameter`` objects, so optimizer steps train the
@@ -132,7 +134,9 @@ def module(name: str, nn_module: torch.nn.Module, update_module_params: bool = F
         ['net$$$bias', 'net$$$weight']
     """
     if isinstance(nn_module, type):
-        raise TypeError(f"module '{name}': expected an nn.Module instance, got the class {nn_module}")
+        raise TypeError(
+            f"module '{name}': expected an nn.Module instance, got the class {nn_module}"
+        )
     if not hasattr(nn_module, "named_parameters"):
         raise TypeError(f"module '{name}': expected an nn.Module, got {type(nn_module).__name__}")
     if "$$$" in name:

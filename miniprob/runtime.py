@@ -157,8 +157,9 @@ def default_process_message(msg: Message) -> None:
 def apply_stack(msg: Message) -> None:
     """Run ``msg`` through the active handlers and the default effect (see module docstring)."""
     stack = _STACK.get()
-    pointer = 0
-    for pointer, handler in enumerate(reversed(stack), start=1):
+    pointer = 0  # how many handlers, from the innermost, saw the message
+    for handler in reversed(stack):
+        pointer += 1
         handler.process_message(msg)
         if msg["stop"]:
             break

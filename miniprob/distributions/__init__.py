@@ -16,11 +16,13 @@ Example::
 import functools
 
 import torch.distributions as _td
-from torch.distributions import Distribution, kl_divergence, register_kl
 
-from . import constraints, transforms
-from .delta import Delta
-from .shape import Independent, MaskedDistribution, ShapeHelpers
+# Re-exported through __all__, which is built below.
+from torch.distributions import Distribution, kl_divergence, register_kl  # noqa: F401
+
+from . import constraints, transforms  # noqa: F401
+from .delta import Delta  # noqa: F401
+from .shape import Independent, MaskedDistribution, ShapeHelpers  # noqa: F401
 
 
 def _with_helpers(cls: type) -> type:

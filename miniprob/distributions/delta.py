@@ -40,7 +40,9 @@ class Delta(ShapeHelpers, Distribution):
     def expand(self, batch_shape, _instance=None) -> Delta:
         batch_shape = torch.Size(batch_shape)
         v = self.v.expand(batch_shape + self.event_shape)
-        log_density = self.log_density.expand(batch_shape) if self.log_density.dim() else self.log_density
+        log_density = (
+            self.log_density.expand(batch_shape) if self.log_density.dim() else self.log_density
+        )
         return Delta(v, log_density, len(self.event_shape))
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:

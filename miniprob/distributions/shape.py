@@ -113,7 +113,9 @@ class MaskedDistribution(ShapeHelpers, Distribution):
 
     def expand(self, batch_shape, _instance=None) -> MaskedDistribution:
         batch_shape = torch.Size(batch_shape)
-        return MaskedDistribution(self.base_dist.expand(batch_shape), self._mask.expand(batch_shape))
+        return MaskedDistribution(
+            self.base_dist.expand(batch_shape), self._mask.expand(batch_shape)
+        )
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         return self.base_dist.sample(sample_shape)
@@ -147,7 +149,9 @@ class Independent(ShapeHelpers, torch.distributions.Independent):
             return self
         n = self.reinterpreted_batch_ndims + reinterpreted_batch_ndims
         if n < 0:
-            raise ValueError(f"to_event({reinterpreted_batch_ndims}) removes more event dims than exist")
+            raise ValueError(
+                f"to_event({reinterpreted_batch_ndims}) removes more event dims than exist"
+            )
         if n == 0:
             return self.base_dist
         return Independent(self.base_dist, n)

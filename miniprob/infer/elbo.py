@@ -66,7 +66,9 @@ class ELBO:
         self._checked_shapes: set = set()
 
     # ---- traces --------------------------------------------------------------------------
-    def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[Trace, Trace]:
+    def _get_trace(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> tuple[Trace, Trace]:
         """One guide trace and the model trace replayed against it, log densities computed."""
         guide_trace = trace(guide).get_trace(*args, **kwargs)
         model_trace = trace(replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
@@ -83,7 +85,9 @@ class ELBO:
                         self._check_site_shape(site)
         return model_trace, guide_trace
 
-    def _get_traces(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Iterator[tuple[Trace, Trace]]:
+    def _get_traces(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> Iterator[tuple[Trace, Trace]]:
         if self.vectorize_particles:
             if self.max_plate_nesting == float("inf"):
                 self._guess_max_plate_nesting(model, guide, args, kwargs)
@@ -95,9 +99,13 @@ class ELBO:
                 yield self._get_trace(model, guide, args, kwargs)
 
     def _particle_plate(self, fn: Callable) -> Callable:
-        return plate("num_particles_vectorized", self.num_particles, dim=-self.max_plate_nesting)(fn)
+        return plate("num_particles_vectorized", self.num_particles, dim=-self.max_plate_nesting)(
+            fn
+        )
 
-    def _guess_max_plate_nesting(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> None:
+    def _guess_max_plate_nesting(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> None:
         """Run model and guide once (as Pyro does) to find how deeply plates nest."""
         with block():
             guide_trace = trace(guide).get_trace(*args, **kwargs)
@@ -123,15 +131,21 @@ class ELBO:
         self._checked_shapes.add(key)
 
     # ---- the public interface --------------------------------------------------------------
-    def _differentiable_loss_particle(self, model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, torch.Tensor]:
+    def _differentiable_loss_particle(
+        self, model_trace: Trace, guide_trace: Trace
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def differentiable_loss(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
         """The loss (negative ELBO) as a tensor whose gradients are unbiased ELBO gradients."""
         loss = 0.0
         surrogate = 0.0
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            loss_particle, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
+            loss_particle, surrogate_particle = self._differentiable_loss_particle(
+                model_trace, guide_trace
+            )
             if not torch.isfinite(loss_particle):
                 raise_nonfinite(float(loss_particle), model_trace, guide_trace)
             loss = loss + loss_particle / self.num_particles
@@ -157,12 +171,14 @@ class ELBO:
         return value
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
-        """The loss as a float; gradients are accumulated on the parameters' unconstrained leaves."""
+        """The loss as a float; gradients accumulate on the parameters' unconstrained leaves."""
         particles = []  # kept for the report, should the loss be non-finite
         losses, surrogates = [], []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             particles.append((model_trace, guide_trace))
-            loss_particle, surrogate_particle = self._differentiable_loss_particle(model_trace, guide_trace)
+            loss_particle, surrogate_particle = self._differentiable_loss_particle(
+                model_trace, guide_trace
+            )
             losses.append(loss_particle)
             surrogates.append(surrogate_particle)
         loss = _particle_mean(losses, self.num_particles)
@@ -191,7 +207,7 @@ def _particle_mean(values: list, num_particles: int) -> Any:
 
 
 def check_model_guide_match(model_trace: Trace, guide_trace: Trace) -> None:
-    """Warn about model latents absent from the guide; raise for guide sites absent from the model."""
+    """Warn about model latents the guide lacks; raise for guide sites the model lacks."""
     # A plate's subsample indices are a sample site; a plate may subsample on one side only.
     model_vars = {
         name
@@ -213,7 +229,8 @@ def check_model_guide_match(model_trace: Trace, guide_trace: Trace) -> None:
     missing = model_vars - guide_vars
     if missing:
         warnings.warn(
-            f"Found vars in model but not guide: {sorted(missing)} (they are sampled from the prior)",
+            f"Found vars in model but not guide: {sorted(missing)} "
+            "(they are sampled from the prior)",
             stacklevel=4,
         )
 

@@ -68,7 +68,9 @@ def _predict(
             shapes[name] = shape
     if return_sites is not None and "_RETURN" in return_sites:
         value = model_trace.nodes["_RETURN"]["value"]
-        shapes["_RETURN"] = (num_samples,) + tuple(value.shape) if isinstance(value, torch.Tensor) else None
+        shapes["_RETURN"] = (
+            (num_samples,) + tuple(value.shape) if isinstance(value, torch.Tensor) else None
+        )
 
     if not parallel:
         collected = []
@@ -130,7 +132,8 @@ class Predictive:
         mismatched = {k: n for k, n in batch_sizes.items() if n != num_samples}
         if mismatched:
             raise ValueError(
-                f"posterior_samples {mismatched} have a leading size other than num_samples={num_samples}"
+                f"posterior_samples {mismatched} have a leading size other than "
+                f"num_samples={num_samples}"
             )
         if guide is not None and posterior_samples:
             raise ValueError("give Predictive a guide or posterior_samples, not both")
@@ -147,8 +150,12 @@ class Predictive:
         return_sites = self.return_sites
         if self.guide is not None:
             return_sites = return_sites or None
-            samples = _predict(self.guide, samples, self.num_samples, None, self.parallel, args, kwargs)
-        return _predict(self.model, samples, self.num_samples, return_sites, self.parallel, args, kwargs)
+            samples = _predict(
+                self.guide, samples, self.num_samples, None, self.parallel, args, kwargs
+            )
+        return _predict(
+            self.model, samples, self.num_samples, return_sites, self.parallel, args, kwargs
+        )
 
     forward = __call__
 

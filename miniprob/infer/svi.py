@@ -45,7 +45,14 @@ class SVI:
         returning a differentiable tensor; keyword arguments of ``step`` reach it.
     """
 
-    def __init__(self, model: Callable, guide: Callable, optim: PyroOptim, loss: ELBO | Callable, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        optim: PyroOptim,
+        loss: ELBO | Callable,
+        **kwargs: Any,
+    ) -> None:
         if not isinstance(optim, PyroOptim):
             raise TypeError(
                 f"optim must be a miniprob.optim optimizer (e.g. Adam({{'lr': 1e-3}})), got "
@@ -64,7 +71,9 @@ class SVI:
             self.loss = loss
             self.loss_and_grads = self._callable_loss_and_grads
 
-    def _callable_loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+    def _callable_loss_and_grads(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> float:
         loss = self.loss(model, guide, *args, **kwargs)
         value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
         check_loss(value)

@@ -70,7 +70,9 @@ class Trace_ELBO(ELBO):
     plates that do not contain the site (plate-aware Rao-Blackwellization, as in Pyro).
     """
 
-    def _differentiable_loss_particle(self, model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, torch.Tensor]:
+    def _differentiable_loss_particle(
+        self, model_trace: Trace, guide_trace: Trace
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         surrogate = None  # not 0.0: adding to a Python zero would put one more node in the graph
         for site in model_trace.nodes.values():
             if site["type"] == "sample":
@@ -120,4 +122,3 @@ class Trace_ELBO(ELBO):
             if site["type"] == "sample":
                 elbo = elbo - site["log_prob_sum"].detach()
         return elbo
-

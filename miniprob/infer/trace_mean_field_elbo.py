@@ -37,7 +37,9 @@ def _check_reparameterized(site: dict) -> None:
 class TraceMeanField_ELBO(ELBO):
     """ELBO with closed-form KL terms; loss values and gradients equal Pyro's."""
 
-    def _differentiable_loss_particle(self, model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, torch.Tensor]:
+    def _differentiable_loss_particle(
+        self, model_trace: Trace, guide_trace: Trace
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         elbo = 0.0
         for name, model_site in model_trace.nodes.items():
             if model_site["type"] != "sample":

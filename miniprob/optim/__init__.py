@@ -24,7 +24,8 @@ def _wrap(constructor: type) -> type:
     def __init__(self, optim_args: OptimArgs, clip_args: dict | None = None) -> None:
         PyroOptim.__init__(self, constructor, optim_args, clip_args)
 
-    doc = f"Pyro-style ``{constructor.__name__}``: ``{constructor.__name__}(optim_args, clip_args=None)``."
+    name = constructor.__name__
+    doc = f"Pyro-style ``{name}``: ``{name}(optim_args, clip_args=None)``."
     return type(constructor.__name__, (PyroOptim,), {"__init__": __init__, "__doc__": doc})
 
 
@@ -36,16 +37,45 @@ def _wrap_scheduler(constructor: type) -> type:
     return type(constructor.__name__, (PyroLRScheduler,), {"__init__": __init__, "__doc__": doc})
 
 
-_OPTIMIZERS = ["Adam", "AdamW", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "NAdam", "RAdam", "ASGD", "Rprop", "SparseAdam"]
-_SCHEDULERS = [
-    "ExponentialLR", "StepLR", "MultiStepLR", "ReduceLROnPlateau", "CosineAnnealingLR",
-    "CosineAnnealingWarmRestarts", "CyclicLR", "OneCycleLR", "LambdaLR", "MultiplicativeLR",
-    "LinearLR", "ConstantLR", "PolynomialLR",
+_OPTIMIZERS = [
+    "Adam",
+    "AdamW",
+    "SGD",
+    "RMSprop",
+    "Adagrad",
+    "Adadelta",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "ASGD",
+    "Rprop",
+    "SparseAdam",
 ]
-_wrapped: dict[str, Any] = {n: _wrap(getattr(torch.optim, n)) for n in _OPTIMIZERS if hasattr(torch.optim, n)}
+_SCHEDULERS = [
+    "ExponentialLR",
+    "StepLR",
+    "MultiStepLR",
+    "ReduceLROnPlateau",
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "CyclicLR",
+    "OneCycleLR",
+    "LambdaLR",
+    "MultiplicativeLR",
+    "LinearLR",
+    "ConstantLR",
+    "PolynomialLR",
+]
+_wrapped: dict[str, Any] = {
+    n: _wrap(getattr(torch.optim, n)) for n in _OPTIMIZERS if hasattr(torch.optim, n)
+}
 _wrapped["ClippedAdam"] = _wrap(_ClippedAdamTorch)
 _wrapped.update(
-    {n: _wrap_scheduler(getattr(torch.optim.lr_scheduler, n)) for n in _SCHEDULERS if hasattr(torch.optim.lr_scheduler, n)}
+    {
+        n: _wrap_scheduler(getattr(torch.optim.lr_scheduler, n))
+        for n in _SCHEDULERS
+        if hasattr(torch.optim.lr_scheduler, n)
+    }
 )
 globals().update(_wrapped)
 

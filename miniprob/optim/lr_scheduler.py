@@ -1,12 +1,14 @@
-"""Learning-rate schedulers over a :class:`PyroOptim`: ``ExponentialLR({"optimizer": torch.optim.Adam,
-"optim_args": {"lr": 0.01}, "gamma": 0.9})``, then ``scheduler.step()`` once per epoch.
+"""Learning-rate schedulers over a :class:`PyroOptim`: ``ExponentialLR({"optimizer":
+torch.optim.Adam, "optim_args": {"lr": 0.01}, "gamma": 0.9})``, then ``scheduler.step()`` once
+per epoch.
 
 Example::
 
     >>> import torch, miniprob as pyro
     >>> from miniprob.optim import ExponentialLR
     >>> pyro.clear_param_store()
-    >>> sched = ExponentialLR({"optimizer": torch.optim.SGD, "optim_args": {"lr": 1.0}, "gamma": 0.5})
+    >>> args = {"optimizer": torch.optim.SGD, "optim_args": {"lr": 1.0}, "gamma": 0.5}
+    >>> sched = ExponentialLR(args)
     >>> w = pyro.param("w", torch.tensor(0.0)); w.sum().backward()
     >>> sched([w.unconstrained()]); sched.step()
     >>> sched.optimizers()[0].param_groups[0]["lr"]
@@ -30,13 +32,17 @@ class PyroLRScheduler(PyroOptim):
         **scheduler arguments}``.
     """
 
-    def __init__(self, scheduler_constructor: type, optim_args: dict, clip_args: dict | None = None):
+    def __init__(
+        self, scheduler_constructor: type, optim_args: dict, clip_args: dict | None = None
+    ):
         args = dict(optim_args)
         try:
             optimizer = args.pop("optimizer")
             inner_args = args.pop("optim_args")
         except KeyError as e:
-            raise ValueError(f"{scheduler_constructor.__name__}: optim_args needs the key {e}") from None
+            raise ValueError(
+                f"{scheduler_constructor.__name__}: optim_args needs the key {e}"
+            ) from None
         super().__init__(optimizer, inner_args, clip_args)
         self.scheduler_constructor = scheduler_constructor
         self.scheduler_args = args

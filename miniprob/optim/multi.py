@@ -55,7 +55,7 @@ class PyroMultiOptimizer(MultiOptimizer):
     def step(self, loss: torch.Tensor, params: dict[str, torch.Tensor]) -> None:
         leaves = [_leaf(name, v) for name, v in params.items()]
         grads = torch.autograd.grad(loss, leaves, allow_unused=True)
-        self._step_with_grads(dict(zip(params, zip(leaves, grads))))
+        self._step_with_grads(dict(zip(params, zip(leaves, grads, strict=True), strict=True)))
 
     def _step_with_grads(self, grads: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
         leaves = []
@@ -70,7 +70,9 @@ class PyroMultiOptimizer(MultiOptimizer):
 class TorchMultiOptimizer(PyroMultiOptimizer):
     """A torch optimizer class and its arguments, driven by ``step(loss, params)``."""
 
-    def __init__(self, optim_constructor: Callable[..., torch.optim.Optimizer], optim_args: dict) -> None:
+    def __init__(
+        self, optim_constructor: Callable[..., torch.optim.Optimizer], optim_args: dict
+    ) -> None:
         super().__init__(PyroOptim(optim_constructor, optim_args))
 
 
@@ -88,11 +90,14 @@ class MixedMultiOptimizer(MultiOptimizer):
             if isinstance(optim, PyroOptim):
                 optim = PyroMultiOptimizer(optim)
             elif not isinstance(optim, MultiOptimizer):
-                raise TypeError(f"part {i}: expected a miniprob optimizer, got {type(optim).__name__}")
+                raise TypeError(
+                    f"part {i}: expected a miniprob optimizer, got {type(optim).__name__}"
+                )
             for name in names:
                 if name in owner:
                     raise ValueError(
-                        f"parameter '{name}' is claimed by two optimizers (parts {owner[name]} and {i})"
+                        f"parameter '{name}' is claimed by two optimizers "
+                        f"(parts {owner[name]} and {i})"
                     )
                 owner[name] = i
             self.parts.append((names, optim))
@@ -109,6 +114,7 @@ class MixedMultiOptimizer(MultiOptimizer):
                 + (f"params {missing} were named but not passed to step" if missing else "")
             )
         leaves = [_leaf(name, v) for name, v in params.items()]
-        grads = dict(zip(params, zip(leaves, torch.autograd.grad(loss, leaves, allow_unused=True))))
+        grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+        grads = dict(zip(params, zip(leaves, grads, strict=True), strict=True))
         for names, optim in self.parts:
             optim._step_with_grads({name: grads[name] for name in names})

@@ -80,13 +80,17 @@ class PyroOptim:
         self._allowed = _allowed_args(optim_constructor)
         if not callable(optim_args):
             if not isinstance(optim_args, dict):
-                raise TypeError(f"optim_args must be a dict or a callable, got {type(optim_args).__name__}")
+                raise TypeError(
+                    f"optim_args must be a dict or a callable, got {type(optim_args).__name__}"
+                )
             self._check_args(optim_args, "optim_args")
         self.pt_optim_args = optim_args
         clip_args = dict(clip_args or {})
         unknown = set(clip_args) - {"clip_norm", "clip_value"}
         if unknown:
-            raise ValueError(f"clip_args: unknown keys {sorted(unknown)}; expected clip_norm and/or clip_value")
+            raise ValueError(
+                f"clip_args: unknown keys {sorted(unknown)}; expected clip_norm and/or clip_value"
+            )
         for key, value in clip_args.items():
             if not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"clip_args['{key}'] must be a positive number, got {value!r}")
@@ -121,7 +125,9 @@ class PyroOptim:
         old = self._by_name.get(name) if name is not None else None
         if old is not None:
             _, old_opt = self._owner.pop(old)
-            old_opt.param_groups[0]["params"] = [q for q in old_opt.param_groups[0]["params"] if q is not old]
+            old_opt.param_groups[0]["params"] = [
+                q for q in old_opt.param_groups[0]["params"] if q is not old
+            ]
             old_opt.state.pop(old, None)
         args = self._args_for(name)
         key = self._group_key(name, args)
@@ -153,7 +159,7 @@ class PyroOptim:
                 opt.param_groups[0][k] = v
 
     def __call__(self, params: Iterable[torch.Tensor], *args: Any, **kwargs: Any) -> None:
-        """Update every tensor in ``params`` from its ``.grad`` (tensors without grad are skipped)."""
+        """Update every tensor in ``params`` from its ``.grad`` (those without one are skipped)."""
         owner = self._owner
         stepped = []
         active: list[torch.optim.Optimizer] = []

@@ -33,7 +33,9 @@ class trace(Messenger):
         'sample'
     """
 
-    def __init__(self, fn: Callable | None = None, graph_type: str = "flat", param_only: bool = False):
+    def __init__(
+        self, fn: Callable | None = None, graph_type: str = "flat", param_only: bool = False
+    ):
         super().__init__(fn)
         self.graph_type = graph_type
         self.param_only = param_only
@@ -96,7 +98,9 @@ class replay(Messenger):
             if guide_site is None:
                 return
             if guide_site["type"] != "sample" or guide_site["is_observed"]:
-                raise RuntimeError(f"site '{name}' must be sampled (not observed) in the replayed trace")
+                raise RuntimeError(
+                    f"site '{name}' must be sampled (not observed) in the replayed trace"
+                )
             msg["done"] = True
             msg["value"] = guide_site["value"]
             msg["infer"] = guide_site["infer"]
@@ -155,7 +159,9 @@ class block(Messenger):
         if hide & expose:
             raise ValueError(f"block: sites {sorted(hide & expose)} are both hidden and exposed")
         if hide_types & expose_types:
-            raise ValueError(f"block: types {sorted(hide_types & expose_types)} are both hidden and exposed")
+            raise ValueError(
+                f"block: types {sorted(hide_types & expose_types)} are both hidden and exposed"
+            )
         self._rule = (hide, expose, hide_types, expose_types, hide_all)
         self.hide_fn = self._default_hide
 
@@ -217,7 +223,9 @@ def _check_scale(scale: Any) -> None:
         if validation_enabled() and not bool(((scale > 0) & torch.isfinite(scale)).all()):
             raise ValueError(f"'scale' argument should be positive and finite, got {scale}")
     elif not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
-        raise ValueError(f"'scale' argument should be a positive finite number or tensor, got {scale!r}")
+        raise ValueError(
+            f"'scale' argument should be a positive finite number or tensor, got {scale!r}"
+        )
 
 
 class scale(Messenger):
@@ -266,7 +274,9 @@ class mask(Messenger):
             mask = torch.tensor(mask)
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
             found = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise ValueError(f"'mask' argument should be a bool or a torch.bool tensor, got {found}")
+            raise ValueError(
+                f"'mask' argument should be a bool or a torch.bool tensor, got {found}"
+            )
         self.mask = mask
 
     def process_message(self, msg: Message) -> None:

@@ -19,7 +19,14 @@ from typing import Any
 import torch
 from torch.distributions import Distribution, constraints
 
-from ..runtime import CondIndepStackFrame, Message, Messenger, apply_stack, dim_allocator, new_message
+from ..runtime import (
+    CondIndepStackFrame,
+    Message,
+    Messenger,
+    apply_stack,
+    dim_allocator,
+    new_message,
+)
 from ..validation import validation_enabled
 from .trace_struct import Trace
 
@@ -88,7 +95,9 @@ class plate(Messenger):
     ) -> None:
         super().__init__()
         if dim is not None and dim >= 0:
-            raise ValueError(f"plate '{name}': expected dim < 0 (counted from the right), got {dim}")
+            raise ValueError(
+                f"plate '{name}': expected dim < 0 (counted from the right), got {dim}"
+            )
         if size is not None and not isinstance(size, torch.Tensor) and size <= 0:
             raise ValueError(f"plate '{name}': size must be positive, got {size}")
         if use_cuda and device is None:
@@ -107,8 +116,10 @@ class plate(Messenger):
         self.size = size
         if subsample is not None:
             subsample = torch.as_tensor(subsample)
-            if validation_enabled() and subsample.numel() and (
-                bool(subsample.min() < 0) or bool(subsample.max() >= size)
+            if (
+                validation_enabled()
+                and subsample.numel()
+                and (bool(subsample.min() < 0) or bool(subsample.max() >= size))
             ):
                 raise ValueError(
                     f"plate '{name}': subsample indices must lie in [0, {size}), got "
@@ -138,11 +149,15 @@ class plate(Messenger):
         return self._indices
 
     def _frame(self) -> CondIndepStackFrame:
-        return CondIndepStackFrame(self.name, self.dim, self.subsample_size, self.counter, self.size)
+        return CondIndepStackFrame(
+            self.name, self.dim, self.subsample_size, self.counter, self.size
+        )
 
     def __enter__(self) -> torch.Tensor | None:
         if self._vectorized is False:
-            raise ValueError(f"plate '{self.name}' is already used as a sequential (iterated) plate")
+            raise ValueError(
+                f"plate '{self.name}' is already used as a sequential (iterated) plate"
+            )
         self._vectorized = True
         self.dim = dim_allocator().allocate(self.name, self.dim)
         self._set_frame()
@@ -198,4 +213,3 @@ class plate(Messenger):
                 )
             if self.subsample_size < self.size:
                 msg["value"] = value.index_select(dim, self.indices.to(value.device))
-

@@ -101,7 +101,9 @@ class Trace:
         return [
             n
             for n, s in self.nodes.items()
-            if s["type"] == "sample" and not s["is_observed"] and getattr(s["fn"], "has_rsample", False)
+            if s["type"] == "sample"
+            and not s["is_observed"]
+            and getattr(s["fn"], "has_rsample", False)
         ]
 
     @property
@@ -124,8 +126,9 @@ class Trace:
         except (ValueError, RuntimeError) as e:
             raise ValueError(
                 f"Error while computing log_prob at site '{name}': {e}\n"
-                f"value shape {tuple(torch.as_tensor(site['value']).shape)}, distribution batch "
-                f"shape {tuple(site['fn'].batch_shape)}, event shape {tuple(site['fn'].event_shape)}"
+                f"value shape {tuple(torch.as_tensor(site['value']).shape)}, distribution "
+                f"batch shape {tuple(site['fn'].batch_shape)}, "
+                f"event shape {tuple(site['fn'].event_shape)}"
                 + "".join(
                     f"; inside plate '{f.name}' (size {f.size}, dim {f.dim})"
                     for f in site.get("cond_indep_stack", ())
@@ -178,5 +181,7 @@ class Trace:
             if site["type"] in ("sample", "param") and isinstance(site.get("value"), torch.Tensor):
                 lp = site.get("log_prob")
                 lp_shape = "" if lp is None else str(tuple(lp.shape))
-                rows.append(f"{name:>20} {site['type']:>7} {tuple(site['value'].shape)!s:>16} {lp_shape}")
+                rows.append(
+                    f"{name:>20} {site['type']:>7} {tuple(site['value'].shape)!s:>16} {lp_shape}"
+                )
         return "\n".join(rows)
