@@ -359,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
         results["memory"] = memory(400 if args.quick else 2000, 100 if args.quick else 600)
         print("memory:", results["memory"])
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "RESULTS.md").write_text(markdown(results))
     print(markdown(results))

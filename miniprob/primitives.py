@@ -25,7 +25,7 @@ from torch.distributions import Distribution, constraints
 from .distributions.delta import Delta
 from .distributions.unit import Unit
 from .params import _CURRENT, module_param_name
-from .runtime import _STACK, apply_stack
+from .runtime import _STACK, apply_stack, new_message
 from .validation import _ENABLED, as_observation, check_observed
 
 
@@ -64,22 +64,8 @@ def sample(
         if fn.has_rsample:
             return fn.rsample(*args, **kwargs)
         return fn.sample(*args, **kwargs)
-    msg = {
-        "type": "sample",
-        "name": name,
-        "fn": fn,
-        "is_observed": obs is not None,
-        "args": args,
-        "kwargs": kwargs,
-        "value": obs,
-        "scale": 1.0,
-        "mask": None,
-        "cond_indep_stack": (),
-        "done": False,
-        "stop": False,
-        "continuation": None,
-        "infer": {} if infer is None else dict(infer),
-    }
+    infer = None if infer is None else dict(infer)
+    msg = new_message("sample", name, fn, args, kwargs, obs, obs is not None, infer)
     apply_stack(msg)
     return msg["value"]
 
@@ -97,22 +83,9 @@ def param(
     store = _CURRENT.get()
     if not _STACK.get():
         return store.get_param(name, init_tensor, constraint, event_dim)
-    msg = {
-        "type": "param",
-        "name": name,
-        "fn": store.get_param,
-        "is_observed": False,
-        "args": (name,) if init_tensor is None else (name, init_tensor),
-        "kwargs": {"constraint": constraint, "event_dim": event_dim},
-        "value": None,
-        "scale": 1.0,
-        "mask": None,
-        "cond_indep_stack": (),
-        "done": False,
-        "stop": False,
-        "continuation": None,
-        "infer": {},
-    }
+    args = (name,) if init_tensor is None else (name, init_tensor)
+    kwargs = {"constraint": constraint, "event_dim": event_dim}
+    msg = new_message("param", name, store.get_param, args, kwargs)
     apply_stack(msg)
     return msg["value"]
 
