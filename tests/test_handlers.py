@@ -502,3 +502,14 @@ def test_replaying_a_trace_reproduces_its_values(seed_a, seed_b):
         assert torch.equal(replayed.nodes[name]["value"], original.nodes[name]["value"])
     assert torch.equal(replayed.nodes["_RETURN"]["value"], original.nodes["_RETURN"]["value"])
     torch.testing.assert_close(replayed.log_prob_sum(), original.log_prob_sum(), rtol=0, atol=0)
+
+
+def test_log_prob_sum_takes_a_site_filter_or_none():
+    def model():
+        mp.sample("a", dist.Normal(0.0, 1.0))
+        mp.sample("b", dist.Normal(0.0, 1.0))
+
+    tr = trace(model).get_trace()
+    only_a = tr.log_prob_sum(lambda name, site: name == "a")
+    assert torch.equal(only_a, dist.Normal(0.0, 1.0).log_prob(tr.nodes["a"]["value"]))
+    assert torch.equal(tr.log_prob_sum(None), tr.log_prob_sum())

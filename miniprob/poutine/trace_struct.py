@@ -142,14 +142,16 @@ class Trace:
         site["log_prob_sum"] = log_p if log_p.dim() == 0 else log_p.sum()
         return log_p
 
-    def compute_log_prob(self, site_filter: Callable[[str, Site], bool] = _all_sites) -> None:
+    def compute_log_prob(self, site_filter: Callable[[str, Site], bool] | None = None) -> None:
         """Store ``log_prob`` (scaled, masked), ``unscaled_log_prob`` and ``log_prob_sum``."""
+        site_filter = site_filter or _all_sites
         for name, site in self.nodes.items():
             if site["type"] == "sample" and "log_prob" not in site and site_filter(name, site):
                 self._site_log_prob(name, site)
 
-    def log_prob_sum(self, site_filter: Callable[[str, Site], bool] = _all_sites) -> torch.Tensor:
-        """The sum of every sample site's scaled, masked log density."""
+    def log_prob_sum(self, site_filter: Callable[[str, Site], bool] | None = None) -> torch.Tensor:
+        """The sum of the scaled, masked log densities of the sample sites that pass the filter."""
+        site_filter = site_filter or _all_sites
         result = 0.0
         for name, site in self.nodes.items():
             if site["type"] == "sample" and site_filter(name, site):
