@@ -235,3 +235,26 @@ def test_resuming_without_the_optimizer_state_differs():
         losses += [svi.step() for _ in range(5)]
     assert losses[:3] == expected[:3]
     assert losses[3:] != expected[3:]
+
+
+def test_a_custom_loss_and_grads_is_used_and_unknown_keywords_are_refused():
+    def model():
+        pyro.sample("x", dist.Normal(0.0, 1.0))
+
+    def guide():
+        pyro.sample("x", dist.Normal(pyro.param("m", torch.tensor(1.0)), 1.0))
+
+    calls = []
+
+    def loss_and_grads(model, guide, *args, **kwargs):
+        calls.append(1)
+        (pyro.param("m", torch.tensor(1.0)) ** 2).backward()
+        return 7.0
+
+    svi = SVI(model, guide, Adam({"lr": 0.1}), Trace_ELBO().differentiable_loss, loss_and_grads)
+    assert svi.step() == 7.0 and calls == [1]
+    assert pyro.param("m").item() == pytest.approx(0.9)
+    with pytest.raises(TypeError):
+        SVI(model, guide, Adam({"lr": 0.1}), Trace_ELBO(), num_stepz=3)
+    with pytest.raises(ValueError, match="callable loss"):
+        SVI(model, guide, Adam({"lr": 0.1}), Trace_ELBO(), loss_and_grads=loss_and_grads)

@@ -43,6 +43,9 @@ class SVI:
     :param optim: a ``miniprob.optim`` optimizer (Pyro-style wrapper over ``torch.optim``).
     :param loss: an :class:`ELBO`, or any callable ``loss(model, guide, *args, **kwargs)``
         returning a differentiable tensor; keyword arguments of ``step`` reach it.
+    :param loss_and_grads: with a callable ``loss``, an optional callable with the same
+        arguments that computes the loss, puts its gradients on the parameters and returns it
+        (by default ``loss(...).backward()``).
     """
 
     def __init__(
@@ -51,7 +54,7 @@ class SVI:
         guide: Callable,
         optim: PyroOptim,
         loss: ELBO | Callable,
-        **kwargs: Any,
+        loss_and_grads: Callable | None = None,
     ) -> None:
         if not isinstance(optim, PyroOptim):
             raise TypeError(
@@ -65,11 +68,13 @@ class SVI:
         self.optim = optim
         self._first_step = True
         if isinstance(loss, ELBO):
+            if loss_and_grads is not None:
+                raise ValueError("SVI: loss_and_grads= goes with a callable loss, not an ELBO")
             self.loss = loss.loss
             self.loss_and_grads = loss.loss_and_grads
         else:
             self.loss = loss
-            self.loss_and_grads = self._callable_loss_and_grads
+            self.loss_and_grads = loss_and_grads or self._callable_loss_and_grads
 
     def _callable_loss_and_grads(
         self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
