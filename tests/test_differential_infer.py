@@ -8,6 +8,7 @@ values after every step. Parameters agree to 1e-6 (mostly bit for bit); losses t
 
 import pytest
 import torch
+from objectives import annealed_elbo
 
 import miniprob
 import miniprob.distributions
@@ -378,25 +379,6 @@ def simple_elbo(lib):
             *args, **kwargs
         )
         return -(model_trace.log_prob_sum() - guide_trace.log_prob_sum())
-
-    return loss
-
-
-def annealed_elbo(lib):
-    """The tutorial's KL-annealing loss: ``annealing_factor`` scales the named latents' terms."""
-
-    def loss(model, guide, *args, annealing_factor=1.0, latents_to_anneal=(), **kwargs):
-        guide_trace = lib.poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = lib.poutine.trace(lib.poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
-        elbo = 0.0
-        for tr, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-            for site in tr.nodes.values():
-                if site["type"] == "sample":
-                    factor = annealing_factor if site["name"] in latents_to_anneal else 1.0
-                    elbo = elbo + sign * factor * site["fn"].log_prob(site["value"]).sum()
-        return -elbo
 
     return loss
 
