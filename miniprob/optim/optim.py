@@ -32,15 +32,15 @@ from torch.nn.utils import clip_grad_norm_, clip_grad_value_
 
 from ..atomic import atomic_save
 from ..params import get_param_store
+from .adam_update import FOREACH_MIN_PARAMS, adam_step
 
 OptimArgs = dict[str, Any] | Callable[[str], dict[str, Any]]
 
 # torch optimizers whose multi-tensor ("foreach") update gives bitwise the same parameters as
 # their default per-tensor loop on CPU (checked on torch 2.13, with weight decay, amsgrad,
-# maximize, momentum and nesterov); from _FOREACH_MIN_PARAMS parameters in a group on, the
-# multi-tensor update is the faster one.
-_FOREACH_SAME = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD)
-_FOREACH_MIN_PARAMS = 6
+# maximize, momentum and nesterov); from FOREACH_MIN_PARAMS parameters in a group on, the
+# multi-tensor update is the faster one. Adam has its own lean update (adam_update.py).
+_FOREACH_SAME = (torch.optim.AdamW, torch.optim.SGD)
 
 
 def _allowed_args(constructor: Callable) -> set[str] | None:
@@ -177,11 +177,13 @@ class PyroOptim:
                 if "clip_value" in self.clip_args:
                     clip_grad_value_(p, self.clip_args["clip_value"])
         for opt in active:
+            if not args and not kwargs and adam_step(opt):
+                continue
             group = opt.param_groups[0]
             if (
                 type(opt) in _FOREACH_SAME
                 and group.get("foreach") is None
-                and len(group["params"]) >= _FOREACH_MIN_PARAMS
+                and len(group["params"]) >= FOREACH_MIN_PARAMS
             ):
                 # One multi-tensor update instead of a Python loop over the parameters: the
                 # same numbers, far less overhead with many parameters. Set for this step only,

@@ -1,0 +1,133 @@
+"""miniprob's lean Adam update gives bitwise the parameters and state of ``torch.optim.Adam``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import miniprob as pyro
+from miniprob.optim import Adam
+from miniprob.optim.adam_update import FOREACH_MIN_PARAMS, adam_step
+
+SHAPES = {
+    "one scalar": [()],
+    "loop": [(10,), (3, 4)],
+    "foreach": [(128, 64), (128,), (10, 128), (10,), (3,), (), (5, 5)],
+}
+OPTIONS = [
+    {},
+    {"weight_decay": 0.1},
+    {"amsgrad": True},
+    {"maximize": True},
+    {"maximize": True, "weight_decay": 0.1},
+    {"foreach": True},
+    {"betas": (0.5, 0.9), "eps": 1e-3, "lr": 0.3},
+]
+
+
+def _pair(shapes, **options):
+    a = [torch.randn(s).requires_grad_() for s in shapes]
+    b = [x.detach().clone().requires_grad_() for x in a]
+    kw = {"lr": 0.01, **options}
+    return a, b, torch.optim.Adam(a, **kw), torch.optim.Adam(b, **kw)
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=str)
+@pytest.mark.parametrize("shapes", SHAPES.values(), ids=SHAPES.keys())
+def test_same_parameters_and_state_as_torch_adam(shapes, options):
+    torch.manual_seed(0)
+    a, b, opt_a, opt_b = _pair(shapes, **options)
+    fast_steps = 0
+    for i in range(30):
+        for x, y in zip(a, b, strict=True):
+            g = torch.randn(x.shape)
+            x.grad, y.grad = g.clone(), g.clone()
+        if i == 5:  # a parameter without a gradient is left alone by both
+            a[0].grad = b[0].grad = None
+        opt_a.step()
+        if adam_step(opt_b):
+            fast_steps += 1
+        else:
+            opt_b.step()
+    assert fast_steps == 29  # all but the first, which creates the state
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+        for key, value in opt_a.state[x].items():
+            assert torch.equal(value, opt_b.state[y][key]), key
+    assert opt_a.state_dict()["param_groups"] == opt_b.state_dict()["param_groups"]
+
+
+def _ready(**options):
+    p = torch.zeros(3, requires_grad=True)
+    opt = torch.optim.Adam([p], **options)
+    p.grad = torch.ones(3)
+    opt.step()
+    p.grad = torch.ones(3)
+    return p, opt
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"fused": True},
+        {"decoupled_weight_decay": True, "weight_decay": 0.1},
+        {"lr": torch.tensor(0.01)},
+    ],
+    ids=str,
+)
+def test_options_it_does_not_reproduce_are_left_to_torch(options):
+    p, opt = _ready(**options)
+    before = p.detach().clone()
+    assert adam_step(opt) is False
+    assert torch.equal(p, before)
+
+
+def test_first_update_hooks_and_other_optimizers_are_left_to_torch():
+    p = torch.zeros(3, requires_grad=True)
+    opt = torch.optim.Adam([p])
+    p.grad = torch.ones(3)
+    assert adam_step(opt) is False  # no state yet
+    p, opt = _ready()
+    handle = opt.register_step_pre_hook(lambda *a: None)
+    assert adam_step(opt) is False
+    handle.remove()
+    assert adam_step(opt) is True
+    q = torch.zeros(3, requires_grad=True)
+    sgd = torch.optim.SGD([q], lr=0.1)
+    q.grad = torch.ones(3)
+    sgd.step()
+    assert adam_step(sgd) is False
+
+
+def test_pyro_adam_still_runs_lr_schedulers_and_checkpoints_in_torch_format():
+    pyro.clear_param_store()
+    sched = pyro.optim.ExponentialLR(
+        {"optimizer": torch.optim.Adam, "optim_args": {"lr": 0.1}, "gamma": 0.5}
+    )
+    names = [f"w{i}" for i in range(FOREACH_MIN_PARAMS)]
+    for _ in range(3):
+        loss = sum((pyro.param(n, torch.tensor(1.0)) ** 2) for n in names)
+        loss.backward()
+        sched([pyro.param(n).unconstrained() for n in names])
+        sched.step()
+    state = sched.get_state()["w0"]
+    assert state["state"][0]["step"].item() == 3
+    assert state["param_groups"][0]["lr"] == pytest.approx(0.1 * 0.5**3)
+
+
+def test_miniprob_adam_equals_torch_adam_over_svi_like_steps():
+    pyro.clear_param_store()
+    torch.manual_seed(1)
+    ours = Adam({"lr": 0.05})
+    ref = torch.zeros(2, requires_grad=True)
+    ref_opt = torch.optim.Adam([ref], lr=0.05)
+    target = torch.tensor([1.0, -2.0])
+    for _ in range(20):
+        w = pyro.param("w", torch.zeros(2))
+        ((w - target) ** 2).sum().backward()
+        ours([w.unconstrained()])
+        w.unconstrained().grad = None
+        ((ref - target) ** 2).sum().backward()
+        ref_opt.step()
+        ref_opt.zero_grad()
+    assert torch.equal(pyro.param("w").detach(), ref.detach())
