@@ -61,6 +61,15 @@ def _elementwise(support: constraints.Constraint, value: torch.Tensor) -> constr
     return support
 
 
+def _holds(support: constraints.Constraint, value: torch.Tensor) -> bool:
+    """Whether ``value`` lies in ``support`` everywhere. For ``boolean`` (a Bernoulli's
+    minibatch, checked at every step) one comparison with the nearest of 0 and 1 replaces
+    torch's two comparisons, an ``or`` and a reduction; NaN and infinities fail it too."""
+    if support is constraints.boolean and value.is_floating_point():
+        return torch.equal(value, value.round().clamp(0, 1))
+    return bool(support.check(value).all())
+
+
 def check_observed(name: str, fn: torch.distributions.Distribution, value: torch.Tensor) -> None:
     """Raise if ``value`` lies outside ``fn.support``.
 
@@ -83,7 +92,7 @@ def check_observed(name: str, fn: torch.distributions.Distribution, value: torch
     else:
         with torch.no_grad():
             try:
-                ok = bool(_elementwise(support, value).check(value).all())
+                ok = _holds(_elementwise(support, value), value)
             except RuntimeError:  # batched by torch.vmap: no single truth value to check
                 return
             except ValueError as e:  # e.g. fewer dims than the event has

@@ -15,11 +15,15 @@ Example::
     >>> import torch
     >>> a, b = torch.tensor([1.0], requires_grad=True), torch.tensor([1.0], requires_grad=True)
     >>> opt_a, opt_b = torch.optim.Adam([a], lr=0.1), torch.optim.Adam([b], lr=0.1)
+    >>> done = []
     >>> for _ in range(3):
     ...     a.grad, b.grad = a.detach() * 2, b.detach() * 2
-    ...     _ = opt_a.step(), adam_step(opt_b)
-    >>> torch.equal(a, b)
-    True
+    ...     _ = opt_a.step()
+    ...     done.append(adam_step(opt_b))
+    ...     if not done[-1]:  # the first update, which creates the state, is torch's
+    ...         _ = opt_b.step()
+    >>> done, torch.equal(a, b)
+    ([False, True, True], True)
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ class _Subsample(Distribution):
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         if self.subsample_size is None or self.subsample_size >= self.size:
             return torch.arange(self.size, device=self.device)
-        return torch.randperm(self.size, device=self.device)[: self.subsample_size].clone()
+        return torch.randperm(self.size, device=self.device)[: self.subsample_size]
 
     def __call__(self) -> torch.Tensor:
         return self.sample()
