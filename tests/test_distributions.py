@@ -1,9 +1,13 @@
 """Distributions: torch subclasses with Pyro's shape helpers, MaskedDistribution, Delta, and
 the checks at sample sites."""
 
+import math
+
 import pytest
 import torch
 import torch.distributions as td
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import miniprob as mp
 import miniprob.distributions as dist
@@ -268,3 +272,23 @@ def test_masked_kl_matches_pyro(pyro_ref):
 
     for expected, actual in zip(kl(pdist), kl(dist), strict=True):
         torch.testing.assert_close(actual, expected)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(
+        st.sampled_from([0.0, 1.0, -0.0, 0.5, -0.5, 1.5, 2.0, -1.0, 1e-30, math.nan, math.inf]),
+        min_size=1,
+        max_size=6,
+    ),
+    st.sampled_from([torch.float32, torch.float64, torch.float16]),
+)
+def test_the_boolean_support_check_agrees_with_torchs(values, dtype):
+    value = torch.tensor(values, dtype=dtype)
+    inside = bool(td.constraints.boolean.check(value).all())
+    with trace():
+        if inside:
+            mp.sample("b", dist.Bernoulli(0.5), obs=value)
+        else:
+            with pytest.raises(ValueError, match="'b'.*Boolean"):
+                mp.sample("b", dist.Bernoulli(0.5), obs=value)
