@@ -28,7 +28,12 @@ from typing import Any
 import torch
 from torch.distributions import constraints
 from torch.distributions.constraint_registry import transform_to
-from torch.distributions.transforms import AffineTransform, ComposeTransform, ExpTransform
+from torch.distributions.transforms import (
+    AffineTransform,
+    ComposeTransform,
+    ExpTransform,
+    identity_transform,
+)
 
 from .atomic import atomic_save
 
@@ -100,6 +105,8 @@ class ParamStore:
                 f"param '{name}' is not in the param store and no init value was given"
             ) from None
         t = self._transforms[name]
+        if t is identity_transform:  # a real parameter: its leaf, without a call
+            return u
         value = t(u)
         if value is not u:
             value.unconstrained = weakref.ref(u)
