@@ -75,11 +75,24 @@ def param(
     init_tensor: torch.Tensor | Callable[[], torch.Tensor] | None = None,
     constraint: constraints.Constraint = constraints.real,
     event_dim: int | None = None,
+    *,
+    init: torch.Tensor | Callable[[], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """A learnable parameter: created from ``init_tensor`` the first time, then read.
 
     The value satisfies ``constraint``; the store keeps an unconstrained leaf behind it.
+    ``init=`` is another name for ``init_tensor`` (Pyro's keyword).
+
+    Example::
+
+        >>> import torch, miniprob as pyro
+        >>> pyro.param("w", init=torch.ones(2)).tolist()
+        [1.0, 1.0]
     """
+    if init is not None:
+        if init_tensor is not None:
+            raise TypeError(f"param '{name}': give init_tensor or init, not both")
+        init_tensor = init
     store = _CURRENT.get()
     if not _STACK.get():
         return store.get_param(name, init_tensor, constraint, event_dim)

@@ -276,6 +276,16 @@ OPTIM_CASES = {
     "clipped_adam_lrd": lambda lib: lib.optim.ClippedAdam(
         {"lr": 0.1, "clip_norm": 2.0, "lrd": 0.9, "betas": (0.9, 0.99)}
     ),
+    "clipped_adam_centered": lambda lib: lib.optim.ClippedAdam(
+        {"lr": 0.1, "clip_norm": 2.0, "betas": (0.8, 0.9), "centered_variance": True}
+    ),
+    "per_param_lr_two_args": lambda lib: lib.optim.Adam(
+        lambda module, name: {"lr": 0.1} if (module, name) == ("m", "m") else {"lr": 0.02}
+    ),
+    "per_param_clip": lambda lib: lib.optim.Adam(
+        {"lr": 0.05},
+        lambda module, name: {"clip_norm": 0.3} if name == "zm" else {"clip_value": 0.05},
+    ),
 }
 
 

@@ -127,6 +127,39 @@ def test_clipping_is_per_parameter(clip):
         torch.testing.assert_close(value, expected[name], rtol=0, atol=1e-7)
 
 
+@pytest.mark.parametrize(
+    "clip_args",
+    [
+        lambda name: {"clip_value": 0.5} if name == "a" else {"clip_norm": 1.0},
+        lambda module, name: (
+            {"clip_value": 0.5} if (module, name) == ("a", "a") else {"clip_norm": 1.0}
+        ),
+    ],
+    ids=["one_arg", "module_and_name"],
+)
+def test_clip_args_may_be_a_callable_per_parameter(clip_args):
+    make_params()
+    optim = SGD({"lr": 1.0}, clip_args=clip_args)
+    before = {n: pyro.param(n).detach().clone() for n in INIT}
+    apply(optim, GRADS[0])
+    moved = {n: before[n] - pyro.param(n).detach() for n in INIT}
+    torch.testing.assert_close(moved["a"], torch.tensor([0.5, -0.5]))  # clamped to +-0.5
+    torch.testing.assert_close(moved["b"], torch.tensor([0.5]))  # norm 0.5 < 1: unchanged
+    c = torch.tensor(GRADS[0]["c"])
+    torch.testing.assert_close(moved["c"], c / c.norm(), atol=1e-6, rtol=1e-6)
+
+
+def test_a_callable_clip_args_is_checked_per_parameter():
+    make_params(["a"])
+    optim = Adam({"lr": 0.1}, clip_args=lambda name: {"clip_nrom": 1.0})
+    with pytest.raises(ValueError, match=r"clip_args\('a'\).*clip_nrom"):
+        apply(optim, {"a": [1.0, 1.0]})
+    assert optim.optimizers() == []  # nothing registered by the failed call
+    optim = Adam({"lr": 0.1}, clip_args=lambda name: None)
+    with pytest.raises(TypeError, match=r"clip_args\('a'\) must be a dict"):
+        apply(optim, {"a": [1.0, 1.0]})
+
+
 def test_clip_norm_scales_the_gradient_to_the_norm():
     make_params(["a"])
     optim = SGD({"lr": 1.0}, clip_args={"clip_norm": 1.0})
@@ -324,6 +357,39 @@ def test_clipped_adam_decays_each_parameter_from_its_first_update():
     make_params(["b"])
     apply(optim, {"b": [3.0]})
     torch.testing.assert_close(pyro.param("b"), torch.tensor([2.0 - 0.05]))
+
+
+def test_clipped_adam_centered_variance_equals_pyros(pyro_ref):
+    torch.manual_seed(0)
+    ours = torch.randn(5, requires_grad=True)
+    theirs = ours.detach().clone().requires_grad_()
+    kw = {"lr": 0.1, "clip_norm": 1.5, "lrd": 0.99, "centered_variance": True}
+    opt_ours = TorchClippedAdam([ours], **kw)
+    opt_theirs = pyro_ref.optim.clipped_adam.ClippedAdam([theirs], **kw)
+    for _ in range(50):
+        g = 2 * torch.randn(5)
+        ours.grad, theirs.grad = g.clone(), g.clone()
+        opt_ours.step()
+        opt_theirs.step()
+    assert torch.equal(ours, theirs)
+
+
+def test_centered_variance_changes_the_step():
+    """With a constant gradient the centered variance decays to zero: the step grows past
+    plain Adam's (which stays near lr)."""
+    steps = {}
+    for centered in (False, True):
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = TorchClippedAdam([p], lr=0.1, centered_variance=centered)
+        for _ in range(30):
+            p.grad = torch.ones(1)
+            opt.step()
+        before = p.item()
+        p.grad = torch.ones(1)
+        opt.step()
+        steps[centered] = before - p.item()
+    assert steps[False] == pytest.approx(0.1, rel=0.05)
+    assert steps[True] > 2 * steps[False]
 
 
 def test_clipped_adam_needs_a_positive_clip_norm():

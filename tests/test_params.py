@@ -58,6 +58,18 @@ def test_init_as_a_thunk_is_called_once():
     assert mp.param("t").shape == (3,)
 
 
+def test_init_keyword_is_init_tensor():
+    a = mp.param("a", init=torch.tensor(2.0), constraint=constraints.positive)
+    b = mp.param("b", init_tensor=torch.tensor(2.0), constraint=constraints.positive)
+    assert torch.equal(a, b) and store().get_constraint("a") is constraints.positive
+    with poutine.trace() as tr:
+        mp.param("c", init=lambda: torch.zeros(2))
+    assert tr.trace.nodes["c"]["value"].shape == (2,)
+    with pytest.raises(TypeError, match="'d'.*not both"):
+        mp.param("d", torch.zeros(1), init=torch.zeros(1))
+    assert "d" not in store()
+
+
 def test_later_calls_ignore_init_and_constraint():
     mp.param("p", torch.tensor(2.0), constraint=constraints.positive)
     p = mp.param("p", torch.tensor(-5.0), constraint=constraints.real)

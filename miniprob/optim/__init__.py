@@ -17,11 +17,11 @@ from . import multi
 from .clipped_adam import ClippedAdam as _ClippedAdamTorch
 from .lr_scheduler import PyroLRScheduler
 from .multi import MixedMultiOptimizer, MultiOptimizer, PyroMultiOptimizer, TorchMultiOptimizer
-from .optim import OptimArgs, PyroOptim
+from .optim import ClipArgs, OptimArgs, PyroOptim
 
 
 def _wrap(constructor: type) -> type:
-    def __init__(self, optim_args: OptimArgs, clip_args: dict | None = None) -> None:
+    def __init__(self, optim_args: OptimArgs, clip_args: ClipArgs | None = None) -> None:
         PyroOptim.__init__(self, constructor, optim_args, clip_args)
 
     name = constructor.__name__

@@ -28,6 +28,8 @@ class ClippedAdam(torch.optim.Optimizer):
     :param betas: Adam's moment decay rates.
     :param clip_norm: bound on each gradient element's magnitude.
     :param lrd: learning-rate decay per update.
+    :param centered_variance: track the variance of the gradient around its running mean,
+        ``(g - m)**2``, instead of its raw second moment ``g**2``.
     """
 
     def __init__(
@@ -39,11 +41,18 @@ class ClippedAdam(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         clip_norm: float = 10.0,
         lrd: float = 1.0,
+        centered_variance: bool = False,
     ) -> None:
         if not clip_norm > 0:
             raise ValueError(f"ClippedAdam: clip_norm must be positive, got {clip_norm}")
         defaults = dict(
-            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, clip_norm=clip_norm, lrd=lrd
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            clip_norm=clip_norm,
+            lrd=lrd,
+            centered_variance=centered_variance,
         )
         super().__init__(params, defaults)
 
@@ -68,7 +77,11 @@ class ClippedAdam(torch.optim.Optimizer):
                     grad = grad.add(p, alpha=group["weight_decay"])
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
                 exp_avg.mul_(beta1).add_(grad, alpha=1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                if group.get("centered_variance"):
+                    spread = grad - exp_avg
+                    exp_avg_sq.mul_(beta2).addcmul_(spread, spread, value=1 - beta2)
+                else:
+                    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
                 denom = exp_avg_sq.sqrt().add_(group["eps"])
                 bias1 = 1 - beta1 ** state["step"]
                 bias2 = 1 - beta2 ** state["step"]

@@ -34,7 +34,8 @@ from ..atomic import atomic_save
 from ..params import get_param_store
 from .adam_update import FOREACH_MIN_PARAMS, adam_step
 
-OptimArgs = dict[str, Any] | Callable[[str], dict[str, Any]]
+OptimArgs = dict[str, Any] | Callable[..., dict[str, Any]]
+ClipArgs = dict[str, float] | Callable[..., dict[str, float]]
 
 # torch optimizers whose multi-tensor ("foreach") update gives bitwise the same parameters as
 # their default per-tensor loop on CPU (checked on torch 2.13, with weight decay, amsgrad,
@@ -62,19 +63,56 @@ def _freeze(args: dict) -> Any:
         return repr(sorted(args.items()))
 
 
+def _call_per_param(fn: Callable[..., Any], name: str | None) -> Any:
+    """Call a per-parameter callable as Pyro does: with one positional parameter it gets the
+    name as ``nn.Module.named_parameters`` writes it (``'encoder.fc.weight'``), with two it
+    gets ``(module_name, param_name)`` (``('encoder', 'fc.weight')``; ``('w', 'w')`` outside a
+    module)."""
+    full = name or ""
+    try:
+        params = inspect.signature(fn).parameters.values()
+        positional = [
+            p
+            for p in params
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+    except (TypeError, ValueError):
+        positional = []
+    if len(positional) == 2:
+        module, sep, param = full.partition("$$$")
+        return fn(module, param if sep else full)
+    return fn(full.replace("$$$", "."))
+
+
+def _checked_clip_args(clip_args: Any, where: str) -> dict[str, float]:
+    if not isinstance(clip_args, dict):
+        raise TypeError(f"{where} must be a dict, got {clip_args!r}")
+    unknown = set(clip_args) - {"clip_norm", "clip_value"}
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown keys {sorted(unknown)}; expected clip_norm and/or clip_value"
+        )
+    for key, value in clip_args.items():
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise ValueError(f"{where}['{key}'] must be a positive number, got {value!r}")
+    return clip_args
+
+
 class PyroOptim:
     """A torch optimizer applied per parameter, with optional per-parameter clipping.
 
     :param optim_constructor: a ``torch.optim.Optimizer`` class (or a compatible factory).
-    :param optim_args: a dict of its arguments, or a callable ``param_name -> dict``.
-    :param clip_args: ``{"clip_norm": x}`` and/or ``{"clip_value": y}``.
+    :param optim_args: a dict of its arguments, or a callable ``param_name -> dict`` (or
+        ``(module_name, param_name) -> dict``).
+    :param clip_args: ``{"clip_norm": x}`` and/or ``{"clip_value": y}``, or a callable that
+        returns such a dict per parameter, called like ``optim_args``.
     """
 
     def __init__(
         self,
         optim_constructor: Callable[..., torch.optim.Optimizer],
         optim_args: OptimArgs,
-        clip_args: dict[str, float] | None = None,
+        clip_args: ClipArgs | None = None,
     ) -> None:
         self.pt_optim_constructor = optim_constructor
         self._allowed = _allowed_args(optim_constructor)
@@ -85,16 +123,11 @@ class PyroOptim:
                 )
             self._check_args(optim_args, "optim_args")
         self.pt_optim_args = optim_args
-        clip_args = dict(clip_args or {})
-        unknown = set(clip_args) - {"clip_norm", "clip_value"}
-        if unknown:
-            raise ValueError(
-                f"clip_args: unknown keys {sorted(unknown)}; expected clip_norm and/or clip_value"
-            )
-        for key, value in clip_args.items():
-            if not (isinstance(value, (int, float)) and value > 0):
-                raise ValueError(f"clip_args['{key}'] must be a positive number, got {value!r}")
-        self.clip_args = clip_args
+        if clip_args is None or callable(clip_args):
+            self.clip_args = clip_args
+        else:
+            self.clip_args = _checked_clip_args(dict(clip_args), "clip_args")
+        self._clip_of: dict[torch.Tensor, dict[str, float]] = {}
         self._optimizers: dict[Any, torch.optim.Optimizer] = {}
         self._owner: dict[torch.Tensor, tuple[str | None, torch.optim.Optimizer]] = {}
         self._by_name: dict[str, torch.Tensor] = {}
@@ -114,7 +147,7 @@ class PyroOptim:
     def _args_for(self, name: str | None) -> dict:
         if not callable(self.pt_optim_args):
             return self.pt_optim_args
-        args = self.pt_optim_args((name or "").replace("$$$", "."))
+        args = _call_per_param(self.pt_optim_args, name)
         if not isinstance(args, dict):
             raise TypeError(f"optim_args callable must return a dict for '{name}', got {args!r}")
         self._check_args(args, f"optim_args('{name}')")
@@ -122,14 +155,19 @@ class PyroOptim:
 
     def _register(self, p: torch.Tensor) -> torch.optim.Optimizer:
         name = get_param_store().param_name(p)
+        args = self._args_for(name)
+        clip = self.clip_args
+        if callable(clip):
+            clip = _checked_clip_args(_call_per_param(clip, name), f"clip_args('{name}')")
+        # The checks above come first: a call that raises leaves nothing registered.
         old = self._by_name.get(name) if name is not None else None
         if old is not None:
             _, old_opt = self._owner.pop(old)
+            self._clip_of.pop(old, None)
             old_opt.param_groups[0]["params"] = [
                 q for q in old_opt.param_groups[0]["params"] if q is not old
             ]
             old_opt.state.pop(old, None)
-        args = self._args_for(name)
         key = self._group_key(name, args)
         opt = self._optimizers.get(key)
         if opt is None:
@@ -137,6 +175,8 @@ class PyroOptim:
             self._optimizers[key] = opt
         else:
             opt.param_groups[0]["params"].append(p)
+        if clip:
+            self._clip_of[p] = clip
         self._owner[p] = (name, opt)
         if name is not None:
             self._by_name[name] = p
@@ -170,12 +210,15 @@ class PyroOptim:
                 stepped.append(p)
                 if opt not in active:
                     active.append(opt)
-        if self.clip_args:
+        if self._clip_of:
             for p in stepped:
-                if "clip_norm" in self.clip_args:
-                    clip_grad_norm_(p, self.clip_args["clip_norm"])
-                if "clip_value" in self.clip_args:
-                    clip_grad_value_(p, self.clip_args["clip_value"])
+                clip = self._clip_of.get(p)
+                if clip is None:
+                    continue
+                if "clip_norm" in clip:
+                    clip_grad_norm_(p, clip["clip_norm"])
+                if "clip_value" in clip:
+                    clip_grad_value_(p, clip["clip_value"])
         for opt in active:
             if not args and not kwargs and adam_step(opt):
                 continue
@@ -202,6 +245,7 @@ class PyroOptim:
         if entry is None:
             return
         name, opt = entry
+        self._clip_of.pop(p, None)
         opt.param_groups[0]["params"] = [q for q in opt.param_groups[0]["params"] if q is not p]
         opt.state.pop(p, None)
         if name is not None and self._by_name.get(name) is p:
