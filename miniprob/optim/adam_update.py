@@ -48,8 +48,12 @@ def _group_supported(group: dict) -> bool:
         if group.get(key, default) != default:
             return False
     beta1, beta2 = group["betas"]
-    return all(type(x) is float for x in (group["lr"], beta1, beta2, group["eps"])) and isinstance(
-        group["weight_decay"], (int, float)
+    return (
+        type(group["lr"]) is float
+        and type(beta1) is float
+        and type(beta2) is float
+        and type(group["eps"]) is float
+        and isinstance(group["weight_decay"], (int, float))
     )
 
 
@@ -83,8 +87,8 @@ def adam_step(opt: torch.optim.Optimizer) -> bool:
                 not state
                 or grad.is_sparse
                 or p.is_complex()
-                or p.device.type != "cpu"
-                or state["step"].device.type != "cpu"
+                or not p.is_cpu
+                or not state["step"].is_cpu
             ):
                 return False
             params.append(p)
