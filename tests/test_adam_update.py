@@ -92,6 +92,8 @@ def test_first_update_hooks_and_other_optimizers_are_left_to_torch():
     assert adam_step(opt) is False
     handle.remove()
     assert adam_step(opt) is True
+    opt.state[p]["step"] = 1.0  # a hand-made state: torch's own loop would not count it
+    assert adam_step(opt) is False
     q = torch.zeros(3, requires_grad=True)
     sgd = torch.optim.SGD([q], lr=0.1)
     q.grad = torch.ones(3)

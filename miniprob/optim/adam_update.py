@@ -62,7 +62,8 @@ def adam_step(opt: torch.optim.Optimizer) -> bool:
 
     Returns ``False``, having changed nothing, where it does not apply (the caller then calls
     ``opt.step()``): ``opt`` not exactly a ``torch.optim.Adam``, step hooks, non-default flags,
-    tensor hyperparameters, a parameter without state yet, a sparse, complex or non-CPU tensor.
+    tensor hyperparameters, a parameter without state yet (or with a step count that is not a
+    tensor), a sparse, complex or non-CPU tensor.
     """
     if type(opt) is not torch.optim.Adam:
         return False
@@ -88,6 +89,7 @@ def adam_step(opt: torch.optim.Optimizer) -> bool:
                 or grad.is_sparse
                 or p.is_complex()
                 or not p.is_cpu
+                or not isinstance(state["step"], torch.Tensor)
                 or not state["step"].is_cpu
             ):
                 return False
