@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/run.py            # the full suite, a few minutes
+    python benchmarks/run.py            # the full suite, about 6 minutes on 2 cores
     python benchmarks/run.py --quick    # fewer rounds, smaller per-site sweep, shorter memory run
     python benchmarks/run.py --only tiny,vae --skip-memory
 
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(TORCH_THREADS)  # deliberate: overhead, not BLAS parallelism
-    rounds = args.rounds or (5 if args.quick else 15)
+    rounds = args.rounds or (5 if args.quick else 40)
     names = [n for n in args.only.split(",") if n] or list(models.BENCHMARKS)
     results: dict = {"machine": machine(), "rounds": rounds, "models": {}}
     for name in names:
