@@ -377,6 +377,42 @@ def test_parameters_appearing_later_match_pyro(optim, between_steps):
     assert_same_fit(expected, actual, exact=True)
 
 
+def intermittent_param(lib):
+    """``k`` is read at every step but reaches the loss only at steps 1 and 4; ``j`` is read
+    from the start but first reaches the loss at step 3."""
+    dist = lib.distributions
+
+    def model(step):
+        lib.sample("a", dist.Normal(0.0, 1.0))
+
+    def guide(step):
+        m = lib.param("m", torch.tensor(0.5))
+        k = lib.param("k", torch.tensor(0.5))
+        j = lib.param("j", torch.tensor(0.2))
+        loc = m + k if step in (1, 4) else m
+        lib.sample("a", dist.Normal(loc + j if step >= 3 else loc, 1.0))
+
+    return model, guide
+
+
+@pytest.mark.parametrize(
+    "optim",
+    [
+        lambda lib: lib.optim.Adam({"lr": 0.1}),
+        lambda lib: lib.optim.ClippedAdam({"lr": 0.1, "lrd": 0.5}),
+        lambda lib: lib.optim.SGD({"lr": 0.1, "momentum": 0.9}),
+    ],
+    ids=["adam", "clipped_adam", "sgd_momentum"],
+)
+def test_parameters_read_but_not_in_the_loss_match_pyro(optim):
+    """Pyro zeroes gradients after a step: a parameter that had a gradient moves on with a
+    zero one when it misses the loss; one that never had a gradient is not updated."""
+    expected, actual = both(
+        with_optim(intermittent_param, optim=optim), steps=7, step_args=lambda i: ((i,), {})
+    )
+    assert_same_fit(expected, actual, exact=True)
+
+
 # ---- callable losses, scaling ------------------------------------------------------------
 
 

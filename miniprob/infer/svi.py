@@ -90,9 +90,10 @@ class SVI:
         """Take one gradient step on the loss; returns the loss as a float.
 
         A step that raises (in the model, the guide, the loss or the optimizer) is undone: the
-        parameters it created leave the store, no gradient stays on a parameter, and the
-        optimizer has not stepped. The first step warns when the store already held parameters
-        that the model or guide reads (their old values are where this run starts).
+        parameters it created leave the store and no gradient stays on a parameter (an
+        optimizer whose own update raised may have changed parameters before the error). The
+        first step warns when the store already held parameters that the model or guide reads
+        (their old values are where this run starts).
         """
         store = _CURRENT.get()
         # Dicts keep insertion order: the parameters a step creates come after these.
@@ -113,6 +114,13 @@ class SVI:
             if self._first_step:
                 self._first_step = False
                 _warn_preexisting(store, num_before, capture.params, self.optim)
+            for p in params:
+                # Pyro zeroes gradients after a step instead of removing them, so a parameter
+                # that had a gradient once is stepped with a zero one when it is read but does
+                # not reach the loss (Adam's momentum moves it on). The same, without keeping
+                # zero tensors (and an extra add per parameter in every backward pass).
+                if p.grad is None and getattr(p, "_miniprob_had_grad", False):
+                    p.grad = torch.zeros_like(p)
             self.optim(params)
         except BaseException:
             _undo_step(store, num_before, capture.params, self.optim)
@@ -121,7 +129,10 @@ class SVI:
             if gc_was_enabled:
                 gc.enable()
         for p in params:
-            p.grad = None
+            if p.grad is not None:
+                if not getattr(p, "_miniprob_had_grad", False):
+                    p._miniprob_had_grad = True
+                p.grad = None
         return loss
 
     def evaluate_loss(self, *args: Any, **kwargs: Any) -> float:

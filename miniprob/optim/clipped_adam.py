@@ -1,7 +1,8 @@
 """``ClippedAdam``: Adam with element-wise gradient clipping and a per-step learning-rate decay.
 
-Each parameter's learning rate decays by ``lrd`` every time *that parameter* is updated, as with
-Pyro's one-optimizer-per-parameter scheme, so grouping parameters changes nothing.
+Each parameter's learning rate decays by ``lrd`` at every step that reads it (updated, or read
+with no gradient: see :meth:`ClippedAdam.note_skipped`), as with Pyro's one optimizer per
+parameter, so grouping parameters changes nothing.
 
 Example::
 
@@ -65,11 +66,13 @@ class ClippedAdam(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 state = self.state[p]
-                if not state:
+                if "step" not in state:
                     state["step"] = 0
-                    state["lr"] = group["lr"]
+                    state.setdefault("lr", group["lr"])
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
+                elif "lr" not in state:  # a state saved by Pyro: the rate lives in the group
+                    state["lr"] = group["lr"]
                 state["lr"] *= group["lrd"]
                 state["step"] += 1
                 grad = p.grad.clamp_(-group["clip_norm"], group["clip_norm"])
@@ -87,3 +90,12 @@ class ClippedAdam(torch.optim.Optimizer):
                 bias2 = 1 - beta2 ** state["step"]
                 p.addcdiv_(exp_avg, denom, value=-state["lr"] * math.sqrt(bias2) / bias1)
         return loss
+
+    def note_skipped(self, params: Iterable[torch.Tensor]) -> None:
+        """Decay the rate of ``params``, read in a step but given no gradient: Pyro's
+        ``ClippedAdam`` decays its rate at every step of a parameter's optimizer, gradient or
+        not (``PyroOptim`` calls this)."""
+        for p in params:
+            group = next(g for g in self.param_groups if any(q is p for q in g["params"]))
+            state = self.state[p]
+            state["lr"] = state.get("lr", group["lr"]) * group["lrd"]

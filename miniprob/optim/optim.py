@@ -203,6 +203,7 @@ class PyroOptim:
         owner = self._owner
         stepped = []
         active: list[torch.optim.Optimizer] = []
+        skipped = []
         for p in params:
             entry = owner.get(p)
             opt = entry[1] if entry is not None else self._register(p)
@@ -210,6 +211,14 @@ class PyroOptim:
                 stepped.append(p)
                 if opt not in active:
                     active.append(opt)
+            else:
+                skipped.append((opt, p))
+        for opt, p in skipped:
+            # An optimizer whose state moves at every step, gradient or not (ClippedAdam's
+            # rate decay), hears of the parameters read without one, as in Pyro.
+            note = getattr(opt, "note_skipped", None)
+            if note is not None:
+                note([p])
         if self._clip_of:
             for p in stepped:
                 clip = self._clip_of.get(p)
