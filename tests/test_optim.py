@@ -512,3 +512,229 @@ def test_pyro_and_torch_multi_optimizers_equal_pyro_optim():
     for values in results:
         for name, value in values.items():
             torch.testing.assert_close(value, expected[name], rtol=0, atol=1e-7)
+
+
+# ---- loading state: per parameter, as with Pyro's optimizer per parameter --------------------
+
+
+def _step(optim, names, grad=1.0):
+    leaves = [pyro.get_param_store().unconstrained(n) for n in names]
+    for leaf in leaves:
+        leaf.grad = torch.full_like(leaf, grad)
+    optim(leaves)
+    for leaf in leaves:
+        leaf.grad = None
+
+
+def _run_both(pyro_ref, run):
+    expected = run(pyro_ref)
+    pyro.clear_param_store()
+    return expected, run(pyro)
+
+
+def test_loaded_hyperparameters_stay_with_their_parameter(pyro_ref):
+    def run(lib):
+        lib.clear_param_store()
+        lib.param("a", torch.tensor(1.0))
+        old = lib.optim.Adam({"lr": 0.1})
+        leaf = lib.get_param_store()["a"].unconstrained()
+        leaf.grad = torch.tensor(1.0)
+        old([leaf])
+        leaf.grad = None
+        new = lib.optim.Adam({"lr": 0.01})
+        new.set_state(old.get_state())
+        lib.param("b", torch.tensor(1.0))
+        leaves = [lib.get_param_store()[n].unconstrained() for n in ("b", "a")]
+        for leaf in leaves:
+            leaf.grad = torch.tensor(1.0)
+        new(leaves)
+        lrs = {n: s["param_groups"][0]["lr"] for n, s in new.get_state().items()}
+        return lrs, {n: lib.get_param_store()[n].item() for n in ("a", "b")}
+
+    expected, actual = _run_both(pyro_ref, run)
+    assert actual == expected
+    assert actual[0] == {"a": 0.1, "b": 0.01}
+
+
+def test_loaded_state_is_cast_to_the_parameter_and_old_formats_are_upgraded():
+    optim = Adam({"lr": 0.1})
+    pyro.param("a", torch.tensor([1.0]))
+    _step(optim, ["a"])
+    saved = optim.get_state()
+    pyro.clear_param_store()
+    pyro.param("a", torch.tensor([1.0], dtype=torch.float64))
+    resumed = Adam({"lr": 0.1})
+    resumed.set_state(saved)
+    _step(resumed, ["a"])
+    state = resumed.get_state()["a"]["state"][0]
+    assert state["exp_avg"].dtype == torch.float64 and state["step"].item() == 2
+    assert saved["a"]["state"][0]["step"].item() == 1  # the caller's dict is not updated
+    # A step count saved as a number (older torch) becomes a tensor, as torch's loading does.
+    saved["a"]["state"][0]["step"] = 3
+    again = Adam({"lr": 0.1})
+    again.set_state(saved)
+    _step(again, ["a"])
+    assert again.get_state()["a"]["state"][0]["step"].item() == 4
+
+
+def test_an_empty_saved_state_resets_a_live_parameter():
+    optim = Adam({"lr": 0.1})
+    pyro.param("a", torch.tensor(1.0))
+    optim([pyro.get_param_store().unconstrained("a")])  # registered, no gradient yet
+    snapshot = optim.get_state()
+    _step(optim, ["a"])
+    optim.set_state(snapshot)
+    assert optim.get_state()["a"]["state"] == {}
+
+
+def test_get_state_right_after_set_state_gives_what_was_set():
+    optim = Adam({"lr": 0.1})
+    pyro.param("a", torch.tensor(1.0))
+    _step(optim, ["a"])
+    saved = optim.get_state()
+    _step(optim, ["a"])
+    pyro.get_param_store()["a"] = torch.tensor(1.0)  # a new leaf under the old name
+    optim.set_state(saved)
+    assert optim.get_state()["a"]["state"][0]["step"].item() == 1
+
+
+def test_a_failed_step_keeps_the_restored_state_for_the_next_one():
+    optim = Adam({"lr": 0.1})
+    pyro.param("a", torch.tensor(1.0))
+    for _ in range(3):
+        _step(optim, ["a"])
+    saved = optim.get_state()
+    pyro.clear_param_store()
+    calls = []
+
+    def clip(name):
+        calls.append(name)
+        if len(calls) == 2:
+            raise RuntimeError("transient")
+        return {}
+
+    resumed = Adam({"lr": 0.1}, clip_args=clip)
+    resumed.set_state(saved)
+    pyro.param("a", torch.tensor(1.0))
+    pyro.param("b", torch.tensor(1.0))
+    with pytest.raises(RuntimeError, match="transient"):
+        _step(resumed, ["a", "b"])
+    resumed._forget(pyro.get_param_store().unconstrained("a"))  # what SVI's undo does
+    assert "a" in resumed._pending
+    _step(resumed, ["a"])
+    assert resumed.get_state()["a"]["state"][0]["step"].item() == 4
+
+
+def test_the_torch_constructors_errors_name_the_parameter():
+    pyro.param("b", torch.tensor(1.0))
+    optim = Adam(lambda name: {"lr": -0.1 if name == "b" else 0.1})
+    with pytest.raises(ValueError, match="param 'b'.*learning rate"):
+        _step(optim, ["b"])
+    assert optim.optimizers() == []
+
+
+def test_optimizer_classes_from_elsewhere_get_one_instance_per_parameter(pyro_ref):
+    """Pyro's own ClippedAdam decays its group's rate in ``step``: it cannot be shared."""
+
+    def run(lib):
+        lib.clear_param_store()
+        optim = lib.optim.PyroOptim(
+            pyro_ref.optim.clipped_adam.ClippedAdam, {"lr": 0.1, "lrd": 0.5}
+        )
+        lib.param("a", torch.tensor(1.0))
+        for step in range(4):
+            if step == 2:
+                lib.param("b", torch.tensor(1.0))
+            names = ["a", "b"] if step >= 2 else ["a"]
+            leaves = [lib.get_param_store()[n].unconstrained() for n in names]
+            for leaf in leaves:
+                leaf.grad = torch.tensor(1.0)
+            optim(leaves)
+            for leaf in leaves:
+                leaf.grad = None
+        return {n: lib.get_param_store()[n].item() for n in ("a", "b")}
+
+    expected, actual = _run_both(pyro_ref, run)
+    assert actual == expected
+
+
+# ---- schedulers: a new leaf starts its own schedule ----------------------------------------
+
+
+def _sched():
+    return ExponentialLR({"optimizer": torch.optim.SGD, "optim_args": {"lr": 1.0}, "gamma": 0.5})
+
+
+def test_a_reinitialized_parameter_starts_its_own_schedule(pyro_ref):
+    def run(lib):
+        lib.clear_param_store()
+        sched = lib.optim.ExponentialLR(
+            {"optimizer": torch.optim.SGD, "optim_args": {"lr": 1.0}, "gamma": 0.5}
+        )
+        for _ in range(3):
+            leaf = lib.param("a", torch.tensor(0.0)).unconstrained()
+            leaf.grad = torch.tensor(1.0)
+            sched([leaf])
+            leaf.grad = None
+            sched.step()
+        lib.get_param_store()["a"] = torch.tensor(0.0)
+        leaf = lib.param("a").unconstrained()
+        leaf.grad = torch.tensor(1.0)
+        sched([leaf])
+        return lib.param("a").item()
+
+    expected, actual = _run_both(pyro_ref, run)
+    assert actual == expected == -1.0
+
+
+def test_going_back_to_an_earlier_scheduler_state_forgets_later_schedules(tmp_path):
+    from miniprob.checkpoint import load_checkpoint, save_checkpoint
+
+    def epoch(sched, e):
+        names = ["a"] if e < 3 else ["a", "h"]  # "h" first appears at epoch 3
+        for n in names:
+            pyro.param(n, torch.tensor(0.0))
+        _step(sched, names)
+        sched.step()
+
+    sched = _sched()
+    for e in range(2):
+        epoch(sched, e)
+    save_checkpoint(tmp_path / "ck.pt", scheduler=sched)
+    for e in range(2, 6):
+        epoch(sched, e)
+    load_checkpoint(tmp_path / "ck.pt", scheduler=sched)
+    for e in range(2, 4):
+        epoch(sched, e)
+    rolled_back = pyro.param("h").item()
+    pyro.clear_param_store()
+    sched = _sched()
+    for e in range(4):
+        epoch(sched, e)
+    assert rolled_back == pyro.param("h").item() == -1.0
+
+
+def test_a_scheduler_that_cannot_be_built_registers_nothing():
+    sched = StepLR({"optimizer": torch.optim.SGD, "optim_args": {"lr": 1.0}, "step_sise": 1})
+    pyro.param("a", torch.tensor(0.0))
+    for _ in range(2):  # the second call fails again: nothing was left half-registered
+        with pytest.raises(TypeError, match="step_sise"):
+            _step(sched, ["a"])
+    assert sched.optimizers() == [] and pyro.param("a").item() == 0.0
+
+
+def test_clip_args_accept_none_and_numpy_numbers_as_pyro_does():
+    import numpy as np
+
+    make_params(["a"])
+    optim = SGD({"lr": 1.0}, clip_args={"clip_norm": None, "clip_value": np.float32(0.5)})
+    apply(optim, {"a": [3.0, -3.0]})
+    torch.testing.assert_close(pyro.param("a"), torch.tensor([0.0, 0.0]))  # 0.5 -/+ 0.5
+
+
+def test_an_integer_rate_is_not_grouped_with_an_equal_float_one():
+    make_params(["a", "b"])
+    optim = SGD(lambda name: {"lr": 1} if name == "a" else {"lr": 1.0})
+    apply(optim, {"a": [1.0, 1.0], "b": [1.0]})
+    rates = {n: s["param_groups"][0]["lr"] for n, s in optim.get_state().items()}
+    assert type(rates["a"]) is int and type(rates["b"]) is float

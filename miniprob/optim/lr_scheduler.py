@@ -54,21 +54,31 @@ class PyroLRScheduler(PyroOptim):
         self._epoch = 0
         self._joined: dict[str, int] = {}
 
-    def _group_key(self, name: str | None, args: dict) -> Any:
-        epoch = self._epoch if name is None else self._joined.setdefault(name, self._epoch)
-        return (epoch, super()._group_key(name, args))
+    # The schedule sets the rate: a saved rate is the schedule's, not the parameter's own.
+    _scheduled_keys = ("lr", "initial_lr")
 
-    def _register(self, p: torch.Tensor) -> torch.optim.Optimizer:
-        opt = super()._register(p)
-        if id(opt) not in self._schedulers:
-            scheduler = self.scheduler_constructor(opt, **self.scheduler_args)
-            self._schedulers[id(opt)] = scheduler
-            if self._pending_schedulers:
-                key = next(k for k, o in self._optimizers.items() if o is opt)
-                pending = self._pending_schedulers.pop(key, None)
-                if pending is not None:
-                    _load_scheduler_state(scheduler, pending)
-        return opt
+    def _group_key(self, name: str | None, args: dict, restarted: bool = False) -> Any:
+        if name is None:
+            epoch = self._epoch
+        elif restarted or name not in self._joined:
+            # A new leaf (first seen, or replacing one with no saved state waiting) starts its
+            # own schedule now, as Pyro's new optimizer and scheduler for it would.
+            epoch = self._joined[name] = self._epoch
+        else:
+            epoch = self._joined[name]
+        return (epoch, super()._group_key(name, args, restarted))
+
+    def _add_optimizer(self, key: Any, opt: torch.optim.Optimizer) -> None:
+        # The scheduler first: if its arguments are wrong, nothing is registered.
+        scheduler = self.scheduler_constructor(opt, **self.scheduler_args)
+        replaced = self._optimizers.get(key)
+        if replaced is not None:
+            self._schedulers.pop(id(replaced), None)
+        super()._add_optimizer(key, opt)
+        self._schedulers[id(opt)] = scheduler
+        pending = self._pending_schedulers.pop(key, None)
+        if pending is not None:
+            _load_scheduler_state(scheduler, pending)
 
     def get_scheduler_state(self) -> dict:
         """The torch schedulers' own state (``last_epoch``, ...), one per torch optimizer, and
@@ -91,11 +101,23 @@ class PyroLRScheduler(PyroOptim):
         return {"epoch": self._epoch, "joined": dict(self._joined), "schedulers": schedulers}
 
     def set_scheduler_state(self, state: dict) -> None:
-        """Load :meth:`get_scheduler_state`; schedulers not created yet get theirs on creation."""
+        """Load :meth:`get_scheduler_state`; schedulers not created yet get theirs on creation.
+
+        Going back to an earlier state forgets what came after it: optimizers (and their
+        schedulers) created after that state was saved are dropped, with their parameters.
+        """
         self._epoch = state["epoch"]
-        self._joined.update(state["joined"])
+        self._joined = dict(state["joined"])
+        saved = state["schedulers"]
+        for key, opt in list(self._optimizers.items()):
+            if key not in saved and _created_since(key, self._epoch):
+                for p in list(opt.param_groups[0]["params"]):
+                    self._forget(p)
+                del self._optimizers[key]
+                self._schedulers.pop(id(opt), None)
         by_key = {key: self._schedulers.get(id(opt)) for key, opt in self._optimizers.items()}
-        for key, per in state["schedulers"].items():
+        self._pending_schedulers = {}
+        for key, per in saved.items():
             scheduler = by_key.get(key)
             if scheduler is None:
                 self._pending_schedulers[key] = per
@@ -107,6 +129,12 @@ class PyroLRScheduler(PyroOptim):
         for scheduler in self._schedulers.values():
             scheduler.step(*args, **kwargs)
         self._epoch += 1
+
+
+def _created_since(key: Any, epoch: int) -> bool:
+    """Whether the optimizer under ``key`` (``(join epoch, ...)``) started at ``epoch`` or
+    later, that is after a state saved at ``epoch`` (which holds every earlier one)."""
+    return isinstance(key, tuple) and isinstance(key[0], int) and key[0] >= epoch
 
 
 def _load_scheduler_state(scheduler: Any, state: dict) -> None:

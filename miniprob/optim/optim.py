@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import numbers
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -55,36 +56,47 @@ def _allowed_args(constructor: Callable) -> set[str] | None:
 
 
 def _freeze(args: dict) -> Any:
+    """A hashable key for ``args``; values of different types (``1`` and ``1.0``) differ."""
     try:
-        key = tuple(sorted(args.items()))
+        key = tuple(sorted(((k, type(v), v) for k, v in args.items()), key=lambda kv: kv[0]))
         hash(key)
         return key
     except TypeError:
         return repr(sorted(args.items()))
 
 
+def _groupable(constructor: Callable) -> bool:
+    """Whether parameters may share one instance of ``constructor``: torch's optimizers and
+    miniprob's keep everything that differs per parameter in per-parameter state. Others (a
+    Pyro ``ClippedAdam`` decays its group's rate in ``step``) get one instance per parameter."""
+    module = getattr(constructor, "__module__", None) or ""
+    return module.startswith(("torch.optim.", "miniprob.optim.")) and constructor not in (
+        torch.optim.LBFGS,  # keeps its state under the first parameter of the group
+    )
+
+
+def _hyperparameters(opt: torch.optim.Optimizer, skip: tuple[str, ...]) -> dict:
+    return {k: v for k, v in opt.param_groups[0].items() if k != "params" and k not in skip}
+
+
 def _call_per_param(fn: Callable[..., Any], name: str | None) -> Any:
-    """Call a per-parameter callable as Pyro does: with one positional parameter it gets the
-    name as ``nn.Module.named_parameters`` writes it (``'encoder.fc.weight'``), with two it
-    gets ``(module_name, param_name)`` (``('encoder', 'fc.weight')``; ``('w', 'w')`` outside a
+    """Call a per-parameter callable as Pyro does: with one parameter it gets the name as
+    ``nn.Module.named_parameters`` writes it (``'encoder.fc.weight'``), with more it gets
+    ``(module_name, param_name)`` (``('encoder', 'fc.weight')``; ``('w', 'w')`` outside a
     module)."""
     full = name or ""
     try:
-        params = inspect.signature(fn).parameters.values()
-        positional = [
-            p
-            for p in params
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-        ]
+        arity = len(inspect.signature(fn).parameters)
     except (TypeError, ValueError):
-        positional = []
-    if len(positional) == 2:
-        module, sep, param = full.partition("$$$")
-        return fn(module, param if sep else full)
-    return fn(full.replace("$$$", "."))
+        arity = 1
+    if arity == 1:
+        return fn(full.replace("$$$", "."))
+    module, sep, param = full.partition("$$$")
+    return fn(module, param if sep else full)
 
 
 def _checked_clip_args(clip_args: Any, where: str) -> dict[str, float]:
+    """``clip_args`` without its None entries (no clipping of that kind, as in Pyro)."""
     if not isinstance(clip_args, dict):
         raise TypeError(f"{where} must be a dict, got {clip_args!r}")
     unknown = set(clip_args) - {"clip_norm", "clip_value"}
@@ -92,8 +104,9 @@ def _checked_clip_args(clip_args: Any, where: str) -> dict[str, float]:
         raise ValueError(
             f"{where}: unknown keys {sorted(unknown)}; expected clip_norm and/or clip_value"
         )
+    clip_args = {k: v for k, v in clip_args.items() if v is not None}
     for key, value in clip_args.items():
-        if not (isinstance(value, (int, float)) and value > 0):
+        if isinstance(value, bool) or not (isinstance(value, numbers.Real) and value > 0):
             raise ValueError(f"{where}['{key}'] must be a positive number, got {value!r}")
     return clip_args
 
@@ -132,6 +145,7 @@ class PyroOptim:
         self._owner: dict[torch.Tensor, tuple[str | None, torch.optim.Optimizer]] = {}
         self._by_name: dict[str, torch.Tensor] = {}
         self._pending: dict[str, dict] = {}
+        self._restored: dict[str, dict] = {}  # pending state loaded during the current call
 
     def _check_args(self, args: dict, where: str) -> None:
         if self._allowed is None:
@@ -161,42 +175,78 @@ class PyroOptim:
             clip = _checked_clip_args(_call_per_param(clip, name), f"clip_args('{name}')")
         # The checks above come first: a call that raises leaves nothing registered.
         old = self._by_name.get(name) if name is not None else None
-        if old is not None:
-            _, old_opt = self._owner.pop(old)
-            self._clip_of.pop(old, None)
-            old_opt.param_groups[0]["params"] = [
-                q for q in old_opt.param_groups[0]["params"] if q is not old
-            ]
-            old_opt.state.pop(old, None)
-        key = self._group_key(name, args)
+        pending = self._pending.get(name) if name is not None else None
+        key = self._group_key(name, args, restarted=old is not None and pending is None)
         opt = self._optimizers.get(key)
-        if opt is None:
-            opt = self.pt_optim_constructor([p], **args)
-            self._optimizers[key] = opt
+        if opt is None or not _groupable(self.pt_optim_constructor):
+            opt = self._construct(name, p, args)
+            self._add_optimizer(key, opt)
         else:
             opt.param_groups[0]["params"].append(p)
+        if old is not None:
+            self._leave_group(old)
         if clip:
             self._clip_of[p] = clip
         self._owner[p] = (name, opt)
         if name is not None:
             self._by_name[name] = p
-            pending = self._pending.pop(name, None)
             if pending is not None:
-                self._load_param_state(p, opt, pending)
-        return opt
+                # Kept until the step succeeds: a step that fails and removes ``p`` again
+                # leaves the state waiting for the next one.
+                self._restored[name] = self._pending.pop(name)
+                self._load_param_state(p, pending)
+        return self._owner[p][1]
 
-    def _group_key(self, name: str | None, args: dict) -> Any:
-        """Parameters with equal keys share one torch optimizer."""
+    def _construct(self, name: str | None, p: torch.Tensor, args: dict) -> torch.optim.Optimizer:
+        try:
+            return self.pt_optim_constructor([p], **args)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"optimizer for param '{name}': {e}") from e
+
+    def _add_optimizer(self, key: Any, opt: torch.optim.Optimizer) -> None:
+        """Keep a new torch optimizer under ``key`` (schedulers attach theirs here)."""
+        self._optimizers[key] = opt
+
+    def _leave_group(self, p: torch.Tensor) -> None:
+        """Take ``p`` out of its optimizer, with its state and clipping."""
+        _, opt = self._owner.pop(p)
+        self._clip_of.pop(p, None)
+        _drop(opt, p)
+
+    def _group_key(self, name: str | None, args: dict, restarted: bool = False) -> Any:
+        """Parameters with equal keys share one torch optimizer. ``restarted``: ``name`` had
+        a leaf before and starts over with a new one (no saved state waits for it)."""
+        if not _groupable(self.pt_optim_constructor):
+            return ("own", name)  # one optimizer per parameter, as in Pyro
         return _freeze(args)
 
-    @staticmethod
-    def _load_param_state(p: torch.Tensor, opt: torch.optim.Optimizer, state: dict) -> None:
-        saved = state["state"].get(0)
-        if saved is not None:
-            opt.state[p] = {k: _copy(v) for k, v in saved.items()}
-        for k, v in state["param_groups"][0].items():
-            if k != "params":
-                opt.param_groups[0][k] = v
+    # Hyperparameters a schedule changes over time: not compared when state is loaded.
+    _scheduled_keys: tuple[str, ...] = ()
+
+    def _load_param_state(self, p: torch.Tensor, state: dict) -> None:
+        """Give ``p`` its saved state and hyperparameters, through torch's ``load_state_dict``
+        (which casts tensors to ``p``'s dtype and device and upgrades older formats). Saved
+        hyperparameters other than its group's give ``p`` an optimizer of its own, as in Pyro,
+        instead of changing those of the parameters it shares one with."""
+        name, opt = self._owner[p]
+        loaded = self._construct(name, p, self._args_for(name))
+        # Keys the saved group lacks keep the optimizer's values for them.
+        defaults = {k: v for k, v in loaded.param_groups[0].items() if k != "params"}
+        group = {**defaults, **state["param_groups"][0]}
+        # Copies: torch keeps the tensors it is given (a step count is updated in place).
+        per = {i: {k: _copy(v) for k, v in st.items()} for i, st in state["state"].items()}
+        loaded.load_state_dict({"state": per, "param_groups": [group]})
+        if _hyperparameters(loaded, self._scheduled_keys) == _hyperparameters(
+            opt, self._scheduled_keys
+        ):
+            if p in loaded.state:
+                opt.state[p] = loaded.state[p]
+            else:
+                opt.state.pop(p, None)
+            return
+        _drop(opt, p)
+        self._add_optimizer(("own", name), loaded)
+        self._owner[p] = (name, loaded)
 
     def __call__(self, params: Iterable[torch.Tensor], *args: Any, **kwargs: Any) -> None:
         """Update every tensor in ``params`` from its ``.grad`` (those without one are skipped)."""
@@ -247,18 +297,21 @@ class PyroOptim:
                     group["foreach"] = None
             else:
                 opt.step(*args, **kwargs)
+        self._restored.clear()
 
     def _forget(self, p: torch.Tensor) -> None:
-        """Drop ``p`` (a parameter removed from the store) and its state, if registered."""
-        entry = self._owner.pop(p, None)
+        """Drop ``p`` (a parameter removed from the store after a failed step) and its state;
+        state restored for it in that step waits again for its next leaf."""
+        entry = self._owner.get(p)
         if entry is None:
             return
-        name, opt = entry
-        self._clip_of.pop(p, None)
-        opt.param_groups[0]["params"] = [q for q in opt.param_groups[0]["params"] if q is not p]
-        opt.state.pop(p, None)
+        name = entry[0]
+        self._leave_group(p)
         if name is not None and self._by_name.get(name) is p:
             del self._by_name[name]
+            restored = self._restored.pop(name, None)
+            if restored is not None:
+                self._pending[name] = restored
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The underlying torch optimizers (one per distinct set of hyperparameters)."""
@@ -269,7 +322,7 @@ class PyroOptim:
         """``{param_name: torch-format state dict}``, one per parameter, as in Pyro."""
         state = dict(self._pending)
         for p, (name, opt) in self._owner.items():
-            if name is None:
+            if name is None or name in self._pending:  # pending: newer than a stale leaf's
                 continue
             group = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
             group["params"] = [0]
@@ -289,7 +342,7 @@ class PyroOptim:
             # state for the leaf that will replace it.
             live = p is not None and name in store and store.unconstrained(name) is p
             if live and p in self._owner:
-                self._load_param_state(p, self._owner[p][1], per)
+                self._load_param_state(p, per)
             else:
                 self._pending[name] = per
 
@@ -300,6 +353,11 @@ class PyroOptim:
     def load(self, filename: str | os.PathLike, map_location: Any = None) -> None:
         """Load state saved by :meth:`save`."""
         self.set_state(torch.load(filename, map_location=map_location, weights_only=False))
+
+
+def _drop(opt: torch.optim.Optimizer, p: torch.Tensor) -> None:
+    opt.param_groups[0]["params"] = [q for q in opt.param_groups[0]["params"] if q is not p]
+    opt.state.pop(p, None)
 
 
 def _copy(v: Any) -> Any:
