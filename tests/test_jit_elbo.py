@@ -193,3 +193,55 @@ def test_keyword_arguments_tensor_or_not():
     assert results[0][0] == results[1][0]
     assert torch.equal(results[0][1], results[1][1])
     assert len(elbo.compile_seconds) == 2  # prior_scale is baked in: one graph per value
+
+
+def _randn_init_model(data):
+    loc = pyro.sample("loc", dist.Normal(torch.zeros(3), 10.0).to_event(1))
+    with pyro.plate("data", len(data)):
+        pyro.sample("obs", dist.Normal(loc, 1.0).to_event(1), obs=data)
+
+
+def _randn_init_guide(data):
+    # The init draws at every call, used or not: the graph must draw it too.
+    m = pyro.param("m", torch.randn(3))
+    pyro.sample("loc", dist.Normal(m, 1.0).to_event(1))
+
+
+def test_random_ops_whose_result_goes_unused_still_draw():
+    data = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
+    eager = run(Trace_ELBO(), _randn_init_model, _randn_init_guide, [data] * 4)
+    jit = run(JitTrace_ELBO(), _randn_init_model, _randn_init_guide, [data] * 4)
+    assert eager[0] == jit[0]
+    assert torch.equal(eager[1]["m"], jit[1]["m"]) and torch.equal(eager[2], jit[2])
+
+
+def test_a_list_argument_edited_in_place_compiles_again():
+    def model(data, weights):
+        loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(data)):
+            pyro.sample("obs", dist.Normal(loc * weights[0], 1.0), obs=data)
+
+    def guide(data, weights):
+        pyro.sample("loc", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.0))
+
+    data = torch.ones(4)
+    weights = [1.0]
+    losses = {}
+    for name, elbo in (("eager", Trace_ELBO()), ("jit", JitTrace_ELBO())):
+        pyro.clear_param_store()
+        pyro.set_rng_seed(0)
+        weights[0] = 1.0
+        first = elbo.loss(model, guide, data, weights)
+        weights[0] = 3.0  # the same list object, another value baked into the graph
+        pyro.set_rng_seed(0)
+        losses[name] = (first, elbo.loss(model, guide, data, weights))
+    assert losses["jit"] == pytest.approx(losses["eager"], rel=1e-6)
+    assert losses["eager"][0] != losses["eager"][1]
+
+
+def test_graphs_kept_are_bounded():
+    elbo = JitTrace_ELBO()
+    elbo.MAX_GRAPHS = 3
+    for n in range(1, 6):
+        elbo.loss(normal_model, normal_guide, torch.ones(n))
+    assert len(elbo._graphs) == 3

@@ -46,6 +46,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ..params import _transform_for, get_param_store
 from ..poutine.handlers import block
@@ -88,9 +89,46 @@ class _FromLeaves(Messenger):
             self.first_values.setdefault(name, msg["value"])
 
 
-def _signature(value: Any) -> Hashable:
+class _KeepDraws(TorchFunctionMode):
+    """Collects the results of random ops while tracing, to be returned by the graph: the
+    tracer drops ops whose results go unused, and a draw nobody uses (``param("m",
+    torch.randn(3))`` once "m" exists) still moves the random number generator eagerly."""
+
+    RANDOM = frozenset(
+        {
+            "randn", "rand", "randint", "randperm", "normal", "bernoulli", "multinomial",
+            "poisson", "rand_like", "randn_like", "randint_like", "normal_", "uniform_",
+            "exponential_", "geometric_", "cauchy_", "log_normal_", "random_", "bernoulli_",
+        }
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.draws: list[torch.Tensor] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if getattr(func, "__name__", None) in self.RANDOM and isinstance(out, torch.Tensor):
+            self.draws.append(out)
+        return out
+
+
+def _signature(value: Any, nested: bool = False) -> Hashable:
+    """What the graph of a call depends on in ``value``. A top-level tensor is an input of the
+    graph (its shape counts); anything else is baked into it: a tensor inside a list by its
+    identity and version, a list, tuple or dict by its contents (so an edited list is seen)."""
     if isinstance(value, torch.Tensor):
+        if nested:
+            try:
+                version = value._version
+            except RuntimeError:  # an inference tensor: it cannot change
+                version = None
+            return ("nested tensor", id(value), version)
         return ("tensor", value.shape, value.dtype, value.device, value.requires_grad)
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(_signature(v, True) for v in value))
+    if isinstance(value, dict):
+        return (type(value), tuple((k, _signature(v, True)) for k, v in value.items()))
     try:
         hash(value)
     except TypeError:
@@ -131,6 +169,9 @@ class JitTrace_ELBO(Trace_ELBO):
     time each compilation took.
     """
 
+    MAX_GRAPHS = 32
+    """Graphs kept (one per input signature), the least recently used dropped first."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._graphs: dict[Hashable, _Compiled] = {}
@@ -165,6 +206,8 @@ class JitTrace_ELBO(Trace_ELBO):
         tensor_args = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
         tensor_kwargs = sorted(k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
 
+        keep_draws = _KeepDraws()
+
         def loss_and_surrogate(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
             leaf_inputs = dict(zip(names, inputs[: len(names)], strict=True))
             rest = iter(inputs[len(names) :])
@@ -176,7 +219,7 @@ class JitTrace_ELBO(Trace_ELBO):
                 call_kwargs[k] = next(rest)
             losses, surrogates = [], []
             from_leaves = _FromLeaves(leaf_inputs, transforms)
-            with from_leaves:
+            with from_leaves, keep_draws:
                 for model_trace, guide_trace in self._get_traces(
                     model, guide, tuple(call_args), call_kwargs
                 ):
@@ -188,7 +231,9 @@ class JitTrace_ELBO(Trace_ELBO):
             # The parameter values read are outputs too: the param sites replayed after each
             # run (see _read_params) then cost no transform of their own.
             values = tuple(from_leaves.first_values.get(n, leaf_inputs[n]) for n in names)
-            return (torch.as_tensor(loss), torch.as_tensor(surrogate)) + values
+            draws = tuple(keep_draws.draws)
+            keep_draws.draws.clear()
+            return (torch.as_tensor(loss), torch.as_tensor(surrogate)) + values + draws
 
         compiled = _Compiled(
             None, names, [leaf.shape for leaf in leaves], tensor_args, tensor_kwargs
@@ -205,10 +250,9 @@ class JitTrace_ELBO(Trace_ELBO):
                 # check_trace would rerun the graph and compare: random ops never agree.
                 options = {"check_trace": False, **(self.jit_options or {})}
                 graph = torch.jit.trace(loss_and_surrogate, inputs, **options)
-        # Ops on constants only (a prior's log scale, ...) are computed once now, with the same
-        # kernels; random ops are left in place (they are not constant).
-        torch._C._jit_pass_constant_propagation(graph.graph)
-        torch._C._jit_pass_dce(graph.graph)
+        # No optimization passes, not even constant propagation: it ends by removing dead
+        # code, and a random op whose result goes unused (``param("m", torch.randn(3))`` once
+        # "m" exists) still moves the random number generator in eager mode.
         torch.set_rng_state(rng)
         compiled.graph = graph
         self.compile_seconds.append(time.perf_counter() - start)
@@ -218,18 +262,22 @@ class JitTrace_ELBO(Trace_ELBO):
         """``(loss, surrogate, read)`` from the graph of this signature (compiled if new); ``read``
         replays the param sites (see :meth:`_read_params`)."""
         key = self._key(model, guide, args, kwargs)
-        compiled = self._graphs.get(key)
+        compiled = self._graphs.pop(key, None)
         store = get_param_store()
         leaves = self._leaves(compiled, store) if compiled is not None else None
         if leaves is None:
             compiled = self._compile(model, guide, args, kwargs)
-            self._graphs[key] = compiled
             leaves = self._leaves(compiled, store)
+        # Most recently used last; the oldest graph goes once there are MAX_GRAPHS.
+        self._graphs[key] = compiled
+        if len(self._graphs) > self.MAX_GRAPHS:
+            del self._graphs[next(iter(self._graphs))]
         inputs = compiled.inputs(leaves, args, kwargs)
         # No JIT optimization passes: the graph runs op by op on the eager kernels, and autograd
         # records it as it would record eager code (bitwise the same gradients).
         with torch.jit.optimized_execution(False):
             loss, surrogate, *values = compiled.graph(*inputs)
+        values = values[: len(compiled.names)]  # the rest are draws kept alive
         return loss, surrogate, (compiled.names, values, leaves)
 
     @staticmethod
