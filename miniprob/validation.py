@@ -1,7 +1,11 @@
 """The validation switch, and the site checks it turns on.
 
 Validation is on by default and cheap: an observed value is checked against its distribution's
-support once per value (the same tensor, unmodified, is not checked again).
+support once per value (the same tensor, unmodified, is not checked again). "Unmodified" is read
+from the tensor's version counter, which in-place torch ops bump; writes that do not bump it
+(through ``.data``, or to a NumPy array shared with ``torch.from_numpy``) are not seen, and the
+changed value is not checked again: that is the cost of checking once. The cache holds weak
+references, so it keeps no data alive.
 
 Example::
 
@@ -15,8 +19,14 @@ Example::
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch.distributions import constraints
+
+from .distributions.delta import Delta
+from .distributions.shape import MaskedDistribution
+from .distributions.unit import Unit
 
 _ENABLED = [True]
 
@@ -44,8 +54,23 @@ def as_observation(obs: object) -> torch.Tensor:
     return obs if obs.is_floating_point() else obs.to(torch.get_default_dtype())
 
 
-# Per site name: the last observed tensor checked and its version counter.
-_CHECKED_OBS: dict[str, tuple[torch.Tensor, int, object]] = {}
+# Per site name: the last observed tensor checked (weakly: the cache must not keep a data set
+# alive), its version counter and the distribution's type.
+_CHECKED_OBS: dict[str, tuple[weakref.ref[torch.Tensor], int, type]] = {}
+
+
+# Distributions whose ``log_prob`` leaves the value's shape to the distribution inside them, and
+# those whose ``log_prob`` never checks it: under Pyro's validation (torch's ``_validate_sample``)
+# these accept values whose event dims only broadcast, so miniprob accepts them too.
+_SHAPE_FROM_BASE = (torch.distributions.Independent, MaskedDistribution)
+_SHAPE_UNCHECKED = (Delta, Unit)
+
+
+def _shape_checked(fn: torch.distributions.Distribution) -> torch.distributions.Distribution | None:
+    """The distribution whose ``event_shape`` a value must end in, or None."""
+    while isinstance(fn, _SHAPE_FROM_BASE):
+        fn = fn.base_dist
+    return None if isinstance(fn, _SHAPE_UNCHECKED) else fn
 
 
 def _elementwise(support: constraints.Constraint, value: torch.Tensor) -> constraints.Constraint:
@@ -71,23 +96,45 @@ def _holds(support: constraints.Constraint, value: torch.Tensor) -> bool:
 
 
 def check_observed(name: str, fn: torch.distributions.Distribution, value: torch.Tensor) -> None:
-    """Raise if ``value`` lies outside ``fn.support``.
+    """Raise if ``value`` does not fit ``fn.event_shape`` or lies outside ``fn.support`` (NaN
+    lies outside every support, ``real`` included).
 
     A fixed support (a class attribute) is checked once per tensor and version; a support that
-    depends on the distribution's parameters is checked every time.
+    depends on the distribution's parameters is checked every time, as is a tensor made under
+    ``torch.inference_mode()`` (it has no version counter to tell a later change by).
+
+    Example::
+
+        >>> import torch, miniprob.distributions as dist
+        >>> check_observed("x", dist.Normal(0.0, 1.0), torch.tensor(float("nan")))
+        Traceback (most recent call last):
+        ...
+        ValueError: sample site 'x': observed value lies outside the support Real() of Normal
     """
+    # The shape check costs no kernel and the cache does not cover it (two distributions of
+    # one type can have different event shapes), so it runs every time.
+    checked = _shape_checked(fn)
+    event_shape = () if checked is None else checked.event_shape
+    if event_shape and value.shape[value.dim() - len(event_shape) :] != event_shape:
+        raise ValueError(
+            f"sample site '{name}': the right-most size of the observed value must match "
+            f"event_shape: value of shape {tuple(value.shape)}, {type(checked).__name__} with "
+            f"event_shape {tuple(event_shape)}"
+        )
     seen = _CHECKED_OBS.get(name)
-    if seen is not None and seen[0] is value and seen[1] == value._version and seen[2] is type(fn):
+    # Only tensors with a version counter are cached, so reading ``_version`` here is safe.
+    if (
+        seen is not None
+        and seen[0]() is value
+        and seen[1] == value._version
+        and seen[2] is type(fn)
+    ):
         return
     try:
         support = fn.support
     except NotImplementedError:
         return
-    if (
-        support is None
-        or support is torch.distributions.constraints.real
-        or torch.distributions.constraints.is_dependent(support)  # cannot be checked
-    ):
+    if support is None or constraints.is_dependent(support):  # cannot be checked
         ok = True
     else:
         with torch.no_grad():
@@ -108,6 +155,8 @@ def check_observed(name: str, fn: torch.distributions.Distribution, value: torch
         )
     if support is not getattr(type(fn), "support", None):
         return  # the support depends on the parameters (e.g. Uniform(0, theta)): check each time
+    if value.is_inference():
+        return
     if len(_CHECKED_OBS) > 10_000:
         _CHECKED_OBS.clear()
-    _CHECKED_OBS[name] = (value, value._version, type(fn))
+    _CHECKED_OBS[name] = (weakref.ref(value), value._version, type(fn))

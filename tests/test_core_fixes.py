@@ -1,0 +1,141 @@
+"""Regression tests for fixes in the core: observed-value validation, handlers on methods and as
+decorators, ParamStore state, and ``scale``'s argument. Where Pyro defines the behaviour, the
+same program runs under both."""
+
+import gc
+import weakref
+
+import pytest
+import torch
+
+import miniprob as mp
+import miniprob.distributions as dist
+from miniprob import poutine
+from miniprob.validation import _CHECKED_OBS, check_observed
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+
+def log_prob_sum(lib, model, *args):
+    return lib.poutine.trace(model).get_trace(*args).log_prob_sum()
+
+
+# ---- observed values --------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def no_checked_observations():
+    """Other tests may have cached an observation at a site of the same name."""
+    _CHECKED_OBS.clear()
+
+
+def test_an_inference_mode_observation_is_checked_as_in_pyro(pyro_ref):
+    import pyro.distributions as pdist
+
+    with torch.inference_mode():
+        good = torch.tensor([0.5, 1.0])
+        bad = torch.tensor([0.5, -1.0])
+    expected = log_prob_sum(
+        pyro_ref, lambda: pyro_ref.sample("x", pdist.Normal(0.0, 1.0), obs=good)
+    )
+    actual = log_prob_sum(mp, lambda: mp.sample("x", dist.Normal(0.0, 1.0), obs=good))
+    assert torch.equal(actual, expected)
+    assert "x" not in _CHECKED_OBS  # no version counter to tell a later change by: not cached
+    with pytest.raises(ValueError, match="'x'.*support"):
+        mp.sample("x", dist.Exponential(1.0), obs=bad)
+
+
+@pytest.mark.parametrize("via", ["sample", "condition"])
+def test_a_nan_observation_with_real_support_names_the_site(pyro_ref, via):
+    import pyro.distributions as pdist
+
+    obs = torch.tensor([1.0, float("nan")])
+    with pytest.raises(ValueError, match="'x'"):
+        log_prob_sum(pyro_ref, lambda: pyro_ref.sample("x", pdist.Normal(0.0, 1.0), obs=obs))
+    with pytest.raises(ValueError, match="'x'.*support Real"):
+        if via == "sample":
+            mp.sample("x", dist.Normal(0.0, 1.0), obs=obs)
+        else:
+            poutine.condition(lambda: mp.sample("x", dist.Normal(0.0, 1.0)), data={"x": obs})()
+
+
+def test_a_static_real_observation_is_checked_once(monkeypatch):
+    import miniprob.validation as validation
+
+    calls = []
+    real_holds = validation._holds
+    monkeypatch.setattr(
+        validation, "_holds", lambda support, value: calls.append(1) or real_holds(support, value)
+    )
+    data = torch.randn(5)
+    for _ in range(3):
+        mp.sample("x", dist.Normal(0.0, 1.0), obs=data)
+    assert len(calls) == 1
+    data.add_(1.0)  # an in-place change bumps the version: checked again
+    mp.sample("x", dist.Normal(0.0, 1.0), obs=data)
+    assert len(calls) == 2
+    data[0] = float("nan")
+    with pytest.raises(ValueError, match="'x'"):
+        mp.sample("x", dist.Normal(0.0, 1.0), obs=data)
+
+
+def test_an_event_shape_mismatch_names_the_site_and_both_shapes(pyro_ref):
+    import pyro.distributions as pdist
+
+    def model(lib, d):
+        lib.sample("x", d.MultivariateNormal(torch.zeros(2), torch.eye(2)), obs=torch.zeros(1))
+
+    with pytest.raises(ValueError, match="right-most size of value must match event_shape"):
+        log_prob_sum(pyro_ref, model, pyro_ref, pdist)
+    with pytest.raises(ValueError, match=r"'x'.*event_shape.*\(1,\).*\(2,\)"):
+        model(mp, dist)
+    with pytest.raises(ValueError, match=r"'x'.*event_shape"):
+        poutine.condition(
+            lambda: mp.sample("x", dist.MultivariateNormal(torch.zeros(2), torch.eye(2))),
+            data={"x": torch.zeros(3, 1)},
+        )()
+
+
+def test_the_event_shape_is_checked_for_a_cached_tensor_too():
+    data = torch.zeros(2)
+    mp.sample("x", dist.MultivariateNormal(torch.zeros(2), torch.eye(2)), obs=data)
+    with pytest.raises(ValueError, match="'x'.*event_shape"):
+        mp.sample("x", dist.MultivariateNormal(torch.zeros(3), torch.eye(3)), obs=data)
+
+
+@pytest.mark.parametrize("kind", ["to_event", "mask", "delta"])
+def test_event_dims_that_pyro_broadcasts_are_accepted(pyro_ref, kind):
+    """Independent and masked distributions leave the shape check to the distribution inside,
+    and Delta never checks it: Pyro accepts event dims that broadcast there."""
+    import pyro.distributions as pdist
+
+    def model(lib, d):
+        if kind == "delta":
+            fn = d.Delta(torch.zeros(2), event_dim=1)
+        else:
+            fn = d.Normal(torch.zeros(3, 1), 1.0).to_event(1)
+            if kind == "mask":
+                fn = fn.mask(torch.tensor([True, False, True]))
+        lib.sample("x", fn, obs=torch.zeros(3, 2) if kind != "delta" else torch.zeros(1))
+
+    expected = log_prob_sum(pyro_ref, model, pyro_ref, pdist)
+    actual = log_prob_sum(mp, model, mp, dist)
+    torch.testing.assert_close(actual, expected)
+
+
+def test_the_observation_cache_keeps_no_tensor_alive():
+    data = torch.randn(1000)
+    ref = weakref.ref(data)
+    mp.sample("x", dist.Normal(0.0, 1.0), obs=data)
+    assert "x" in _CHECKED_OBS
+    del data
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_new_tensor_where_a_cached_one_died_is_checked():
+    check_observed("x", dist.Exponential(1.0), torch.ones(3))
+    gc.collect()
+    # The cached tensor is gone; a new one (perhaps at the same address) must still be checked.
+    with pytest.raises(ValueError, match="'x'"):
+        check_observed("x", dist.Exponential(1.0), -torch.ones(3))
