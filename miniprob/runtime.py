@@ -70,15 +70,42 @@ class Messenger:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.fn is None:
-            # Used as a decorator with arguments: ``@scale(0.5)``. Wrap a copy, so that one
-            # handler can wrap several functions (a model and a guide), as in Pyro.
+            # Used as a decorator with arguments: ``@scale(0.5)``.
             if len(args) == 1 and not kwargs and callable(args[0]):
-                wrapped = copy.copy(self)
-                wrapped.fn = args[0]
-                return wrapped
+                return self._wrap(args[0])
             raise TypeError(f"{type(self).__name__} has no function to call")
         with self:
             return self.fn(*args, **kwargs)
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Messenger:
+        """A handler decorating a method binds like the function it wraps, so that
+        ``obj.method(x)`` passes ``obj`` on, as in Pyro; read on the class, or wrapping no
+        function, it is the handler itself.
+
+        Example::
+
+            >>> import miniprob as pyro, miniprob.distributions as dist
+            >>> from miniprob import poutine
+            >>> class Model:
+            ...     @poutine.scale(scale=0.5)
+            ...     def __call__(self, loc):
+            ...         return pyro.sample("x", dist.Normal(loc, 1.0))
+            >>> poutine.trace(Model()).get_trace(0.0).nodes["x"]["scale"]
+            0.5
+        """
+        if instance is None or self.fn is None:
+            return self
+        bind = getattr(type(self.fn), "__get__", None)
+        if bind is None:  # a callable object, which a class attribute does not bind either
+            return self
+        return self._wrap(bind(self.fn, instance, owner))
+
+    def _wrap(self, fn: Any) -> Messenger:
+        # A copy, so that one handler can wrap several functions (a model and a guide, as in
+        # Pyro) and one method of many objects.
+        wrapped = copy.copy(self)
+        wrapped.fn = fn
+        return wrapped
 
     def __enter__(self) -> Messenger:
         _STACK.set(_STACK.get() + (self,))

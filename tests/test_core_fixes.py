@@ -139,3 +139,71 @@ def test_a_new_tensor_where_a_cached_one_died_is_checked():
     # The cached tensor is gone; a new one (perhaps at the same address) must still be checked.
     with pytest.raises(ValueError, match="'x'"):
         check_observed("x", dist.Exponential(1.0), -torch.ones(3))
+
+
+# ---- handlers on methods ----------------------------------------------------------------------
+
+
+def method_models(lib, d):
+    class Model:
+        def __init__(self, loc):
+            self.loc = loc
+
+        @lib.poutine.scale(scale=0.5)
+        def __call__(self, x):
+            return lib.sample("x", d.Normal(self.loc, 1.0), obs=x)
+
+        @lib.poutine.scale(scale=2.0)
+        @lib.poutine.mask(mask=torch.tensor(False))
+        def nested(self, x):
+            return lib.sample("y", d.Normal(self.loc, 1.0), obs=x)
+
+    return Model
+
+
+@pytest.mark.parametrize("method", ["__call__", "nested"])
+def test_a_handler_decorating_a_method_binds_self_as_in_pyro(pyro_ref, method):
+    import pyro.distributions as pdist
+
+    x = torch.tensor(0.3)
+    expected = pyro_ref.poutine.trace(getattr(method_models(pyro_ref, pdist)(1.0), method))
+    actual = poutine.trace(getattr(method_models(mp, dist)(1.0), method))
+    expected, actual = expected.get_trace(x), actual.get_trace(x)
+    (name,) = [n for n in actual.nodes if n in ("x", "y")]
+    for key in ("scale", "value"):
+        assert actual.nodes[name][key] == expected.nodes[name][key]
+    assert torch.equal(actual.log_prob_sum(), expected.log_prob_sum())
+
+
+def test_a_bound_handler_binds_each_object_and_leaves_the_class_attribute_alone():
+    Model = method_models(mp, dist)
+    handler = Model.__dict__["__call__"]
+    assert Model.__call__ is handler  # read on the class: the handler itself
+    a, b = Model(1.0), Model(2.0)
+    assert a.__call__ is not handler and a.__call__.fn.__self__ is a
+    with poutine.trace() as tr:
+        a(torch.tensor(0.0))
+    assert tr.trace.nodes["x"]["fn"].loc == 1.0
+    with poutine.trace() as tr:
+        b(torch.tensor(0.0))
+    assert tr.trace.nodes["x"]["fn"].loc == 2.0
+    assert handler.fn.__name__ == "__call__"  # binding wrapped a copy
+
+
+def test_a_handler_without_a_function_or_around_a_callable_object_is_not_bound():
+    class Draw:
+        def __call__(self):
+            return mp.sample("x", dist.Normal(0.0, 1.0))
+
+    class Holder:
+        context = poutine.scale(scale=0.5)
+        wrapped = poutine.scale(Draw(), scale=0.5)
+        static = poutine.scale(scale=0.5)(staticmethod(lambda: mp.sample("x", dist.Normal(0, 1))))
+
+    holder = Holder()
+    assert holder.context is Holder.__dict__["context"]
+    assert holder.wrapped is Holder.__dict__["wrapped"]
+    for name in ("wrapped", "static"):
+        with poutine.trace() as tr:
+            getattr(holder, name)()
+        assert tr.trace.nodes["x"]["scale"] == 0.5
