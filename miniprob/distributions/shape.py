@@ -83,7 +83,11 @@ class MaskedDistribution(ShapeHelpers, Distribution):
     arg_constraints: dict = {}
 
     def __init__(self, base_dist: Distribution, mask: bool | torch.Tensor) -> None:
-        if isinstance(mask, bool):
+        # A mask given as a Python bool is kept too: as in Pyro, False computes nothing (no
+        # graph to the parameters), and a bool masks the score function as well as the log
+        # density (a tensor mask only the log density, see score_function_log_prob).
+        self._mask_bool = mask if isinstance(mask, bool) else None
+        if self._mask_bool is not None:
             mask = torch.tensor(mask)
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
             raise ValueError(
@@ -113,9 +117,8 @@ class MaskedDistribution(ShapeHelpers, Distribution):
 
     def expand(self, batch_shape, _instance=None) -> MaskedDistribution:
         batch_shape = torch.Size(batch_shape)
-        return MaskedDistribution(
-            self.base_dist.expand(batch_shape), self._mask.expand(batch_shape)
-        )
+        mask = self._mask_bool if self._mask_bool is not None else self._mask.expand(batch_shape)
+        return MaskedDistribution(self.base_dist.expand(batch_shape), mask)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         return self.base_dist.sample(sample_shape)
@@ -124,8 +127,25 @@ class MaskedDistribution(ShapeHelpers, Distribution):
         return self.base_dist.rsample(sample_shape)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self._mask_bool is False:  # nothing to compute, no graph to the parameters (Pyro)
+            event_dim = len(self.event_shape)
+            shape = torch.broadcast_shapes(self.batch_shape, value.shape[: value.dim() - event_dim])
+            return torch.zeros((), device=value.device).expand(shape)
         log_p = self.base_dist.log_prob(value)
         return torch.where(self._mask, log_p, log_p.new_zeros(()))
+
+    def score_function_log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """The log density whose gradient is the score function of a non-reparameterized site.
+
+        A tensor mask zeroes a site's costs, not its score function: that is the base
+        distribution's log density (unmasked through nested masks), as in Pyro. A mask given
+        as a Python bool applies to both.
+        """
+        if self._mask_bool is not None:
+            return self.log_prob(value)
+        if isinstance(self.base_dist, MaskedDistribution):
+            return self.base_dist.score_function_log_prob(value)
+        return self.base_dist.log_prob(value)
 
     def enumerate_support(self, expand: bool = True) -> torch.Tensor:
         return self.base_dist.enumerate_support(expand)
@@ -163,6 +183,9 @@ def _kl_masked(p: MaskedDistribution, q: Distribution) -> torch.Tensor:
 
 
 def _kl_masked_masked(p: MaskedDistribution, q: MaskedDistribution) -> torch.Tensor:
+    if p._mask_bool is False or q._mask_bool is False:  # nothing to compute, no graph (Pyro)
+        shape = torch.broadcast_shapes(p.batch_shape, q.batch_shape)
+        return torch.zeros((), device=p._mask.device).expand(shape)
     # Zero wherever either side is masked out, as in Pyro.
     kl = torch.distributions.kl_divergence(p.base_dist, q.base_dist)
     return torch.where(p._mask & q._mask, kl, kl.new_zeros(()))

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from ..distributions.shape import MaskedDistribution
+
 Site = dict[str, Any]
 
 
@@ -164,15 +166,21 @@ class Trace:
         """For each sample site, ``score_parts = (log_prob, score_function, entropy_term)``.
 
         Reparameterized sites carry their log density in the entropy term (pathwise
-        gradients); the others in the score-function term.
+        gradients); the others in the score-function term, unscaled and unmasked (scale,
+        ``poutine.mask`` and a tensor ``.mask()`` weight only the costs it multiplies, as in
+        Pyro).
         """
         for name, site in self.nodes.items():
             if site["type"] == "sample" and "score_parts" not in site:
                 log_p = site.get("log_prob")
                 if log_p is None:
                     log_p = self._site_log_prob(name, site)
-                if site["fn"].has_rsample:
+                fn = site["fn"]
+                if fn.has_rsample:
                     site["score_parts"] = (log_p, 0, log_p)
+                elif isinstance(fn, MaskedDistribution):
+                    score = fn.score_function_log_prob(site["value"])
+                    site["score_parts"] = (log_p, score, 0)
                 else:
                     site["score_parts"] = (log_p, site["unscaled_log_prob"], 0)
 
