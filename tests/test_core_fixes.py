@@ -207,3 +207,72 @@ def test_a_handler_without_a_function_or_around_a_callable_object_is_not_bound()
         with poutine.trace() as tr:
             getattr(holder, name)()
         assert tr.trace.nodes["x"]["scale"] == 0.5
+
+
+# ---- trace as a decorator ---------------------------------------------------------------------
+
+
+def test_a_decorating_tracer_shows_the_trace_as_in_pyro(pyro_ref):
+    import pyro.distributions as pdist
+
+    def traced(lib, d):
+        tracer = lib.poutine.trace()
+
+        @tracer
+        def model():
+            return lib.sample("x", d.Normal(0.0, 1.0))
+
+        model()
+        return tracer
+
+    expected, actual = traced(pyro_ref, pdist), traced(mp, dist)
+    assert list(actual.trace.nodes) == list(expected.trace.nodes) == ["_INPUT", "x", "_RETURN"]
+
+
+def test_a_decorating_tracer_shows_the_part_recorded_before_an_error(pyro_ref):
+    import pyro.distributions as pdist
+
+    def traced(lib, d):
+        tracer = lib.poutine.trace()
+
+        def model():
+            lib.sample("x", d.Normal(0.0, 1.0))
+            raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            tracer(model)()
+        return tracer
+
+    expected, actual = traced(pyro_ref, pdist), traced(mp, dist)
+    assert list(actual.trace.nodes) == list(expected.trace.nodes) == ["_INPUT", "x"]
+
+
+def test_one_tracer_around_two_functions_shows_the_latest_call():
+    tracer = poutine.trace()
+    model = tracer(lambda: mp.sample("m", dist.Normal(0.0, 1.0)))
+    guide = tracer(lambda: mp.sample("g", dist.Normal(0.0, 1.0)))
+    model_trace = model.get_trace()
+    assert tracer.trace is model_trace
+    guide_trace = guide.get_trace()
+    assert tracer.trace is guide_trace
+    assert "m" in model_trace.nodes and "g" not in model_trace.nodes  # not overwritten
+    assert "g" in guide_trace.nodes and "m" not in guide_trace.nodes
+    fresh = poutine.trace()(lambda: mp.sample("z", dist.Normal(0.0, 1.0))).get_trace()
+    assert list(fresh.nodes) == ["_INPUT", "z", "_RETURN"]
+
+
+def test_a_tracer_decorating_a_method_shows_each_objects_call():
+    tracer = poutine.trace()
+
+    class Model:
+        def __init__(self, loc):
+            self.loc = loc
+
+        @tracer
+        def __call__(self):
+            return mp.sample("x", dist.Normal(self.loc, 1.0))
+
+    Model(1.0)()
+    assert tracer.trace.nodes["x"]["fn"].loc == 1.0
+    Model(2.0)()
+    assert tracer.trace.nodes["x"]["fn"].loc == 2.0

@@ -40,10 +40,21 @@ class trace(Messenger):
         self.graph_type = graph_type
         self.param_only = param_only
         self.trace = Trace(graph_type)
+        # The handlers this one is a copy of (see ``_wrap``): each shows the trace it records.
+        self._shown_on: tuple[trace, ...] = ()
 
     def __enter__(self) -> trace:
         self.trace = Trace(self.graph_type)
+        for tracer in self._shown_on:
+            tracer.trace = self.trace
         return super().__enter__()
+
+    def _wrap(self, fn: Callable) -> trace:
+        # ``tracer = trace(); model = tracer(model)``: the copy records, and ``tracer.trace``
+        # must show what it recorded, as in Pyro (the copy lets one tracer wrap several functions).
+        wrapped = super()._wrap(fn)
+        wrapped._shown_on = self._shown_on + (self,)
+        return wrapped
 
     def postprocess_message(self, msg: Message) -> None:
         if self.param_only and msg["type"] != "param":
