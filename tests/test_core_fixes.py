@@ -5,6 +5,7 @@ same program runs under both."""
 import gc
 import weakref
 
+import numpy as np
 import pytest
 import torch
 
@@ -276,3 +277,26 @@ def test_a_tracer_decorating_a_method_shows_each_objects_call():
     assert tracer.trace.nodes["x"]["fn"].loc == 1.0
     Model(2.0)()
     assert tracer.trace.nodes["x"]["fn"].loc == 2.0
+
+
+# ---- scale ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("factor", [np.float32(0.5), np.float64(0.25), np.int64(2)])
+def test_scale_accepts_numpy_scalars_as_pyro_does(pyro_ref, factor):
+    import pyro.distributions as pdist
+
+    def model(lib, d):
+        with lib.poutine.scale(scale=factor):
+            lib.sample("x", d.Normal(0.0, 1.0), obs=torch.tensor([0.3, -1.0]))
+
+    expected = log_prob_sum(pyro_ref, model, pyro_ref, pdist)
+    actual = log_prob_sum(mp, model, mp, dist)
+    assert torch.equal(actual, expected)
+    assert type(poutine.scale(factor).scale) in (int, float)  # positional, as a Python number
+
+
+@pytest.mark.parametrize("bad", [np.float32(0.0), np.float64(-1.0), np.float32("nan"), np.inf])
+def test_scale_rejects_bad_numpy_scalars(bad):
+    with pytest.raises(ValueError, match="'scale'"):
+        poutine.scale(scale=bad)

@@ -229,18 +229,23 @@ class condition(Messenger):
         msg["is_observed"] = value is not None
 
 
-def _check_scale(scale: Any) -> None:
+def _checked_scale(scale: Any) -> float | torch.Tensor:
     if isinstance(scale, torch.Tensor):
         if validation_enabled() and not bool(((scale > 0) & torch.isfinite(scale)).all()):
             raise ValueError(f"'scale' argument should be positive and finite, got {scale}")
-    elif not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
+        return scale
+    if not (isinstance(scale, numbers.Real) and scale > 0 and math.isfinite(scale)):
         raise ValueError(
             f"'scale' argument should be a positive finite number or tensor, got {scale!r}"
         )
+    # A NumPy scalar (accepted, as in Pyro) as the Python number it stands for: the same
+    # arithmetic, and a scale of 1 stays recognisable as one (see ``scale_and_mask``).
+    return int(scale) if isinstance(scale, numbers.Integral) else float(scale)
 
 
 class scale(Messenger):
-    """Multiply the log densities of the sites inside by ``scale`` (a positive float or tensor).
+    """Multiply the log densities of the sites inside by ``scale`` (a positive number, NumPy
+    scalars included, or tensor).
 
     Use it for KL annealing and beta-VAEs: the scale may change at every step.
 
@@ -257,8 +262,7 @@ class scale(Messenger):
         if fn is not None and not callable(fn):
             fn, scale = None, fn
         super().__init__(fn)
-        _check_scale(scale)
-        self.scale = scale
+        self.scale = _checked_scale(scale)
 
     def process_message(self, msg: Message) -> None:
         msg["scale"] = self.scale * msg["scale"]
