@@ -177,9 +177,11 @@ class Independent(ShapeHelpers, torch.distributions.Independent):
         return Independent(self.base_dist, n)
 
 
-def _kl_masked(p: MaskedDistribution, q: Distribution) -> torch.Tensor:
-    kl = torch.distributions.kl_divergence(p.base_dist, q)
-    return torch.where(p._mask, kl, kl.new_zeros(()))
+# KL divergences that Pyro computes in closed form and miniprob must too, whether or not pyro is
+# imported (pyro registers some on torch's own classes, which miniprob's subclass): registered
+# on miniprob's classes, so they take precedence over those and leave torch's registry for
+# torch's classes as it is. Only a masked guide against a masked prior is closed-form, as in
+# Pyro; a masked guide against an unmasked prior is estimated by Monte Carlo.
 
 
 def _kl_masked_masked(p: MaskedDistribution, q: MaskedDistribution) -> torch.Tensor:
@@ -191,5 +193,4 @@ def _kl_masked_masked(p: MaskedDistribution, q: MaskedDistribution) -> torch.Ten
     return torch.where(p._mask & q._mask, kl, kl.new_zeros(()))
 
 
-torch.distributions.kl.register_kl(MaskedDistribution, Distribution)(_kl_masked)
 torch.distributions.kl.register_kl(MaskedDistribution, MaskedDistribution)(_kl_masked_masked)
