@@ -76,6 +76,26 @@ def _simplified(transform: Any) -> Any:
     return transform
 
 
+def _state_leaf(name: str, value: Any, transform: Any) -> torch.Tensor:
+    """A fresh unconstrained leaf for ``value``, an entry of a state, checked against
+    ``transform`` (its constraint's), so that registering it cannot fail halfway."""
+    try:
+        leaf = torch.as_tensor(value).detach().clone()
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"param '{name}': the state's value is not a tensor: {value!r}") from e
+    if not leaf.is_floating_point() and not leaf.is_complex():
+        leaf = leaf.to(torch.get_default_dtype())
+    with torch.no_grad():
+        try:
+            transform(leaf)
+        except Exception as e:
+            raise ValueError(
+                f"param '{name}': the state's value of shape {tuple(leaf.shape)} does not fit "
+                f"its constraint's transform {transform}: {e}"
+            ) from e
+    return leaf
+
+
 class ParamStore:
     """A dict-like store of named parameters: unconstrained leaves plus constraints.
 
@@ -236,19 +256,46 @@ class ParamStore:
         }
 
     def set_state(self, state: dict) -> None:
-        """Replace the contents with a snapshot from :meth:`get_state` (checked first)."""
+        """Merge a snapshot from :meth:`get_state` into the store, as Pyro does: its parameters
+        replace those of the same name, and parameters it does not name are kept.
+
+        Every entry is checked and converted before anything changes, so a bad one raises a
+        ``ValueError`` naming the parameter and leaves the store as it was. A number or an
+        integer tensor takes the default float dtype, as an init value does.
+
+        Example::
+
+            >>> import torch
+            >>> store = ParamStore()
+            >>> _ = store.setdefault("kept", torch.tensor(1.0))
+            >>> state = {"params": {"w": torch.zeros(2)}, "constraints": {"w": constraints.real}}
+            >>> store.set_state(state)
+            >>> list(store.keys())
+            ['kept', 'w']
+        """
+        if not isinstance(state, dict) or "params" not in state or "constraints" not in state:
+            raise ValueError(
+                f"a ParamStore state is a dict with 'params' and 'constraints', got {state!r}"
+            )
         params, cons = state["params"], state["constraints"]
-        transforms = {name: _transform_for(name, cons[name]) for name in params}
-        self.clear()
-        for name, u in params.items():
-            self._register(name, u.detach().clone(), cons[name], transforms[name])
+        entries = []
+        for name, value in params.items():
+            if name not in cons:
+                raise ValueError(f"param '{name}': the state gives no constraint for it")
+            transform = _transform_for(name, cons[name])
+            entries.append((name, _state_leaf(name, value, transform), cons[name], transform))
+        for name, leaf, constraint, transform in entries:
+            old = self._params.get(name)
+            if old is not None:
+                self._param_to_name.pop(old, None)
+            self._register(name, leaf, constraint, transform)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the state to ``path`` atomically (a crash mid-save leaves the old file intact)."""
         atomic_save(self.get_state(), path)
 
     def load(self, path: str | os.PathLike, map_location: Any = None) -> None:
-        """Replace the contents with the state saved at ``path``."""
+        """Merge the state saved at ``path`` into the store (see :meth:`set_state`)."""
         state = torch.load(path, map_location=map_location, weights_only=False)
         if not isinstance(state, dict) or "params" not in state or "constraints" not in state:
             raise ValueError(f"{os.fspath(path)!r} does not hold a miniprob ParamStore state")

@@ -300,3 +300,118 @@ def test_scale_accepts_numpy_scalars_as_pyro_does(pyro_ref, factor):
 def test_scale_rejects_bad_numpy_scalars(bad):
     with pytest.raises(ValueError, match="'scale'"):
         poutine.scale(scale=bad)
+
+
+# ---- ParamStore state -------------------------------------------------------------------------
+
+
+def store_snapshot(store):
+    """Everything a failed call must leave as it was: names, leaves, values, constraints."""
+    return (
+        [(name, store.unconstrained(name), store.get_constraint(name)) for name in store],
+        [store.unconstrained(name).detach().clone() for name in store],
+        dict(store._param_to_name),
+        dict(store._transforms),
+    )
+
+
+def assert_unchanged(store, before):
+    after = store_snapshot(store)
+    assert [(n, id(u), id(c)) for n, u, c in after[0]] == [
+        (n, id(u), id(c)) for n, u, c in before[0]
+    ]
+    assert all(torch.equal(a, b) for a, b in zip(after[1], before[1], strict=True))
+    assert after[2] == before[2] and after[3] == before[3]
+
+
+def filled_store():
+    store = mp.get_param_store()
+    mp.param("loc", torch.tensor([0.1, -0.2]))
+    mp.param("scale", torch.tensor(1.5), constraint=dist.constraints.positive)
+    return store
+
+
+BAD_ENTRIES = {
+    "not a tensor": ("bad", "abc", dist.constraints.real, "'bad'.*not a tensor"),
+    "no transform for the shape": (
+        "bad",
+        torch.zeros(3),
+        dist.constraints.lower_cholesky,
+        "'bad'.*shape \\(3,\\)",
+    ),
+    "no constraint": ("bad", torch.zeros(1), None, "'bad'.*no constraint"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ENTRIES)
+def test_a_failed_set_state_leaves_the_store_exactly_as_it_was(case):
+    store = filled_store()
+    name, value, constraint, message = BAD_ENTRIES[case]
+    # A good entry replacing "loc" and a new one come first: they must not be applied either.
+    state = {
+        "params": {"loc": torch.ones(2), "new": torch.ones(1), name: value},
+        "constraints": {"loc": dist.constraints.real, "new": dist.constraints.real},
+    }
+    if constraint is not None:
+        state["constraints"][name] = constraint
+    before = store_snapshot(store)
+    with pytest.raises(ValueError, match=message):
+        store.set_state(state)
+    assert_unchanged(store, before)
+
+
+def test_a_failed_load_leaves_the_store_exactly_as_it_was(tmp_path):
+    store = filled_store()
+    path = tmp_path / "params.pt"
+    torch.save(
+        {
+            "params": {"loc": torch.ones(2), "bad": torch.zeros(3)},
+            "constraints": {"loc": dist.constraints.real, "bad": dist.constraints.lower_cholesky},
+        },
+        path,
+    )
+    before = store_snapshot(store)
+    with pytest.raises(ValueError, match="'bad'"):
+        store.load(path)
+    assert_unchanged(store, before)
+
+
+def test_set_state_takes_numbers_and_integer_tensors_as_init_values_are_taken():
+    store = mp.get_param_store()
+    store.set_state(
+        {
+            "params": {"count": torch.tensor([1, 2]), "rate": 0.5},
+            "constraints": {"count": dist.constraints.real, "rate": dist.constraints.real},
+        }
+    )
+    for name, expected in (("count", [1.0, 2.0]), ("rate", 0.5)):
+        leaf = store.unconstrained(name)
+        assert leaf.dtype == torch.get_default_dtype() and leaf.is_leaf and leaf.requires_grad
+        assert leaf.tolist() == expected
+        assert store.param_name(leaf) == name
+
+
+def test_set_state_and_load_merge_into_the_store_as_in_pyro(pyro_ref, tmp_path):
+    for lib in (pyro_ref, mp):
+        lib.clear_param_store()
+        lib.param("saved", torch.tensor(1.0))
+        lib.get_param_store().save(tmp_path / f"{lib.__name__}.pt")
+        lib.param("saved").unconstrained().data.fill_(3.0)
+        lib.param("kept", torch.tensor(2.0))
+        lib.get_param_store().load(tmp_path / f"{lib.__name__}.pt")
+    store, ref = mp.get_param_store(), pyro_ref.get_param_store()
+    assert list(store.keys()) == list(ref.keys()) == ["saved", "kept"]
+    for name in store.keys():
+        assert store[name].item() == ref[name].item()
+    old_leaves = [u for u in store._param_to_name if store._param_to_name[u] == "saved"]
+    assert old_leaves == [store.unconstrained("saved")]  # the replaced leaf is forgotten
+
+
+def test_load_checkpoint_still_replaces_the_store(tmp_path):
+    from miniprob.checkpoint import load_checkpoint, save_checkpoint
+
+    mp.param("saved", torch.tensor(1.0))
+    save_checkpoint(tmp_path / "run.ckpt")
+    mp.param("extra", torch.tensor(2.0))
+    load_checkpoint(tmp_path / "run.ckpt")
+    assert list(mp.get_param_store().keys()) == ["saved"]

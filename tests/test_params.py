@@ -190,9 +190,11 @@ def test_get_state_set_state_round_trip():
     with torch.no_grad():
         ps.unconstrained("loc").add_(10.0)  # the snapshot is a copy
     other = ParamStore()
-    other.setdefault("gone", torch.tensor(1.0))
+    other.setdefault("kept", torch.tensor(1.0))
+    other.setdefault("loc", torch.tensor(5.0))
     other.set_state(state)
-    assert "gone" not in other
+    assert list(other.keys()) == ["kept", "loc", "scale", "probs"]  # merged, as in Pyro
+    assert other["kept"].item() == 1.0
     torch.testing.assert_close(other["loc"], torch.tensor([0.1, -0.2]))
     assert other.unconstrained("loc").requires_grad and other.unconstrained("loc").is_leaf
 
