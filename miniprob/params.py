@@ -274,8 +274,9 @@ class ParamStore:
             ['kept', 'w']
         """
         if not isinstance(state, dict) or "params" not in state or "constraints" not in state:
+            found = f"the keys {list(state)}" if isinstance(state, dict) else type(state).__name__
             raise ValueError(
-                f"a ParamStore state is a dict with 'params' and 'constraints', got {state!r}"
+                f"a ParamStore state is a dict with 'params' and 'constraints', got {found}"
             )
         params, cons = state["params"], state["constraints"]
         entries = []

@@ -415,3 +415,12 @@ def test_load_checkpoint_still_replaces_the_store(tmp_path):
     mp.param("extra", torch.tensor(2.0))
     load_checkpoint(tmp_path / "run.ckpt")
     assert list(mp.get_param_store().keys()) == ["saved"]
+
+
+@pytest.mark.parametrize("state", [[1, 2], {"params": {}}])
+def test_a_malformed_state_is_a_value_error(state):
+    store = filled_store()
+    before = store_snapshot(store)
+    with pytest.raises(ValueError, match="'params' and 'constraints'"):
+        store.set_state(state)
+    assert_unchanged(store, before)
