@@ -20,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -181,7 +182,9 @@ class Independent(ShapeHelpers, torch.distributions.Independent):
 # imported (pyro registers some on torch's own classes, which miniprob's subclass): registered
 # on miniprob's classes, so they take precedence over those and leave torch's registry for
 # torch's classes as it is. Only a masked guide against a masked prior is closed-form, as in
-# Pyro; a masked guide against an unmasked prior is estimated by Monte Carlo.
+# Pyro; a masked guide against an unmasked prior is estimated by Monte Carlo. Independent
+# against Independent with different numbers of event dims, and a diagonal Normal against a
+# MultivariateNormal, are closed-form (pyro registers both on torch's classes).
 
 
 def _kl_masked_masked(p: MaskedDistribution, q: MaskedDistribution) -> torch.Tensor:
@@ -193,4 +196,45 @@ def _kl_masked_masked(p: MaskedDistribution, q: MaskedDistribution) -> torch.Ten
     return torch.where(p._mask & q._mask, kl, kl.new_zeros(()))
 
 
+def _sum_rightmost(value: torch.Tensor, n: int) -> torch.Tensor:
+    return value.reshape(value.shape[: value.dim() - n] + (-1,)).sum(-1) if n else value
+
+
+def _kl_independent_independent(p: Independent, q: Independent) -> torch.Tensor:
+    # The event dims both reinterpret are summed over; the extra ones of either side stay
+    # reinterpreted in the KL of the rest (torch's own rule needs equal numbers of them).
+    shared = min(p.reinterpreted_batch_ndims, q.reinterpreted_batch_ndims)
+
+    def rest(d: Independent) -> Distribution:
+        extra = d.reinterpreted_batch_ndims - shared
+        return Independent(d.base_dist, extra) if extra else d.base_dist
+
+    return _sum_rightmost(torch.distributions.kl_divergence(rest(p), rest(q)), shared)
+
+
+def _kl_independent_mvn(p: Independent, q: torch.distributions.MultivariateNormal) -> torch.Tensor:
+    """KL(N(a, diag(s^2)) || N(b, S)) for a diagonal Normal of ``k`` dims (one event dim).
+
+    KL = 1/2 [tr(S^-1 diag(s^2)) + (b - a)^T S^-1 (b - a) - k + log|S| - log|diag(s^2)|], and
+    the quadratic and log|S| terms are those of -log N(a | b, S) = 1/2 (b - a)^T S^-1 (b - a)
+    + 1/2 log|S| + k/2 log(2 pi), so KL = 1/2 sum(s^2 diag(S^-1)) - k/2 (1 + log(2 pi))
+    - log N(a | b, S) - sum(log s).
+    """
+    normal = p.base_dist
+    if p.reinterpreted_batch_ndims != 1 or not isinstance(normal, torch.distributions.Normal):
+        raise NotImplementedError
+    k = q.event_shape[0]
+    trace = (normal.scale.pow(2) * q.precision_matrix.diagonal(dim1=-2, dim2=-1)).sum(-1)
+    return (
+        0.5 * trace
+        - 0.5 * k * (1 + math.log(2 * math.pi))
+        - q.log_prob(normal.loc)
+        - normal.scale.log().sum(-1)
+    )
+
+
 torch.distributions.kl.register_kl(MaskedDistribution, MaskedDistribution)(_kl_masked_masked)
+torch.distributions.kl.register_kl(Independent, Independent)(_kl_independent_independent)
+torch.distributions.kl.register_kl(Independent, torch.distributions.MultivariateNormal)(
+    _kl_independent_mvn
+)
