@@ -66,11 +66,22 @@ _SHAPE_FROM_BASE = (torch.distributions.Independent, MaskedDistribution)
 _SHAPE_UNCHECKED = (Delta, Unit)
 
 
-def _shape_checked(fn: torch.distributions.Distribution) -> torch.distributions.Distribution | None:
-    """The distribution whose ``event_shape`` a value must end in, or None."""
+def _check_event_shape(
+    name: str, fn: torch.distributions.Distribution, value: torch.Tensor
+) -> None:
+    """Raise, as torch's ``_validate_sample`` would under Pyro, if the right-most dims of
+    ``value`` are not the event shape of the distribution whose ``log_prob`` checks them."""
     while isinstance(fn, _SHAPE_FROM_BASE):
         fn = fn.base_dist
-    return None if isinstance(fn, _SHAPE_UNCHECKED) else fn
+    if isinstance(fn, _SHAPE_UNCHECKED):
+        return
+    event_shape = fn.event_shape
+    if value.shape[value.dim() - len(event_shape) :] != event_shape:
+        raise ValueError(
+            f"sample site '{name}': the right-most size of the observed value must match "
+            f"event_shape: value of shape {tuple(value.shape)}, {type(fn).__name__} with "
+            f"event_shape {tuple(event_shape)}"
+        )
 
 
 def _elementwise(support: constraints.Constraint, value: torch.Tensor) -> constraints.Constraint:
@@ -112,15 +123,10 @@ def check_observed(name: str, fn: torch.distributions.Distribution, value: torch
         ValueError: sample site 'x': observed value lies outside the support Real() of Normal
     """
     # The shape check costs no kernel and the cache does not cover it (two distributions of
-    # one type can have different event shapes), so it runs every time.
-    checked = _shape_checked(fn)
-    event_shape = () if checked is None else checked.event_shape
-    if event_shape and value.shape[value.dim() - len(event_shape) :] != event_shape:
-        raise ValueError(
-            f"sample site '{name}': the right-most size of the observed value must match "
-            f"event_shape: value of shape {tuple(value.shape)}, {type(checked).__name__} with "
-            f"event_shape {tuple(event_shape)}"
-        )
+    # one type can have different event shapes), so it runs every time; with no event dims
+    # (a Normal, a Bernoulli) there is nothing to check, in the distributions inside neither.
+    if fn.event_shape:
+        _check_event_shape(name, fn, value)
     seen = _CHECKED_OBS.get(name)
     # Only tensors with a version counter are cached, so reading ``_version`` here is safe.
     if (
