@@ -104,6 +104,19 @@ def test_the_event_shape_is_checked_for_a_cached_tensor_too():
         mp.sample("x", dist.MultivariateNormal(torch.zeros(3), torch.eye(3)), obs=data)
 
 
+def test_the_event_shape_inside_a_to_event_is_checked_as_in_pyro(pyro_ref):
+    import pyro.distributions as pdist
+
+    def model(lib, d):
+        mvn = d.MultivariateNormal(torch.zeros(3, 2), torch.eye(2)).to_event(1)
+        lib.sample("x", mvn, obs=torch.zeros(3, 1))
+
+    with pytest.raises(ValueError, match="right-most size of value must match event_shape"):
+        log_prob_sum(pyro_ref, model, pyro_ref, pdist)
+    with pytest.raises(ValueError, match=r"'x'.*MultivariateNormal with event_shape \(2,\)"):
+        model(mp, dist)
+
+
 @pytest.mark.parametrize("kind", ["to_event", "mask", "delta"])
 def test_event_dims_that_pyro_broadcasts_are_accepted(pyro_ref, kind):
     """Independent and masked distributions leave the shape check to the distribution inside,
