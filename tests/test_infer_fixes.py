@@ -2,8 +2,11 @@
 divergences are closed-form, observed guide sites, model/guide shape checks, duplicate sites
 and ``Trace.format_shapes``."""
 
+import math
 import subprocess
 import sys
+import warnings
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -11,7 +14,9 @@ import torch
 import miniprob
 import miniprob.distributions
 import miniprob.infer
+import miniprob.optim
 import miniprob.poutine
+from miniprob.infer import elbo as miniprob_elbo
 
 DATA = torch.tensor([0.3, -1.2, 2.0])
 MASK = torch.tensor([True, False, True])
@@ -298,3 +303,202 @@ def test_mean_field_with_independent_kls_of_different_event_dims_matches_pyro(py
         return diagonal_normal_guide(lib, prior, init, event_dims=2)
 
     assert_same_as_pyro(pyro_ref, build, "TraceMeanField_ELBO")
+
+
+# ---- observed guide sites warn; model and guide shapes must agree --------------------------
+
+
+def run_warned(lib, model, guide, elbo="Trace_ELBO", **kwargs):
+    """The loss of ``model`` and ``guide`` under seed 0, and the warnings raised on the way."""
+    lib.clear_param_store()
+    lib.set_rng_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loss = getattr(lib.infer, elbo)(**kwargs).loss(model, guide)
+    lib.clear_param_store()
+    return loss, [str(w.message) for w in caught]
+
+
+def guide_with(extra):
+    """A Normal model and guide; the guide adds ``extra`` (a deterministic, an observed site,
+    an auxiliary site the model also has)."""
+
+    def build(lib):
+        dist = lib.distributions
+
+        def model():
+            z = lib.sample("z", dist.Normal(0.0, 1.0))
+            if extra == "auxiliary":
+                lib.sample("a", dist.Normal(z, 1.0))
+            lib.sample("obs", dist.Normal(z, 1.0), obs=torch.tensor(0.3))
+
+        def guide():
+            z = lib.sample("z", dist.Normal(lib.param("m", torch.tensor(0.2)), 1.0))
+            if extra == "deterministic":
+                lib.deterministic("double", 2 * z)
+            elif extra == "observed":
+                lib.sample("o", dist.Normal(z, 1.0), obs=torch.tensor(0.5))
+            elif extra == "auxiliary":
+                lib.sample("a", dist.Normal(z, 1.0), infer={"is_auxiliary": True})
+
+        return model, guide
+
+    return build
+
+
+@pytest.mark.parametrize(
+    "extra, warning",
+    [
+        ("deterministic", "Found non-auxiliary vars in guide but not model"),
+        ("observed", "Found non-auxiliary vars in guide but not model"),
+        ("auxiliary", "Found auxiliary vars in the model"),
+    ],
+)
+def test_observed_and_auxiliary_guide_sites_warn_and_run_as_in_pyro(pyro_ref, extra, warning):
+    (loss_p, warned_p), (loss_m, warned_m) = (
+        run_warned(lib, *guide_with(extra)(lib)) for lib in (pyro_ref, miniprob)
+    )
+    assert loss_m == pytest.approx(loss_p, rel=1e-6)
+    assert len(warned_m) == len(warned_p) == 1
+    assert warned_m[0].startswith(warning) and warned_p[0].startswith(warning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert_same_as_pyro(pyro_ref, guide_with(extra))
+
+
+def test_a_deterministic_site_in_the_guide_runs_under_every_elbo():
+    model, guide = guide_with("deterministic")(miniprob)
+    for elbo in ("Trace_ELBO", "TraceMeanField_ELBO"):
+        loss, warned = run_warned(miniprob, model, guide, elbo)
+        assert math.isfinite(loss) and len(warned) == 1
+    svi = miniprob.infer.SVI(
+        model, guide, miniprob.optim.Adam({"lr": 0.1}), miniprob.infer.Trace_ELBO()
+    )
+    with pytest.warns(
+        UserWarning, match=r"Found non-auxiliary vars in guide but not model.*double"
+    ):
+        svi.step()
+
+
+def test_a_latent_guide_site_the_model_lacks_is_still_an_error():
+    def model():
+        miniprob.sample("z", miniprob.distributions.Normal(0.0, 1.0))
+
+    def guide():
+        miniprob.sample("z", miniprob.distributions.Normal(0.0, 1.0))
+        miniprob.sample("typo", miniprob.distributions.Normal(0.0, 1.0))
+        miniprob.deterministic("d", torch.tensor(1.0))
+
+    with pytest.raises(ValueError, match=r"\['typo'\] do not appear in the model"):
+        miniprob.infer.Trace_ELBO().loss(model, guide)
+
+
+def shaped(model_shape, guide_shape, model_event=0, guide_event=0, guide_plate=False):
+    """A model latent ``z`` of ``model_shape`` inside a plate (at the dim left of its event), a
+    guide ``z`` of ``guide_shape`` outside it (or inside, with ``guide_plate``); ``*_event``
+    dims are reinterpreted."""
+
+    def build(lib):
+        dist = lib.distributions
+
+        def draw(shape, event, loc):
+            d = dist.Normal(loc.expand(shape), 1.0)
+            return d.to_event(event) if event else d
+
+        def model():
+            with lib.plate("data", model_shape[0], dim=-1 - model_event):
+                lib.sample("z", draw(model_shape, model_event, torch.tensor(0.0)))
+
+        def guide():
+            d = draw(guide_shape, guide_event, lib.param("m", torch.tensor(0.1)))
+            with (
+                lib.plate("data", model_shape[0], dim=-1 - guide_event)
+                if guide_plate
+                else nullcontext()
+            ):
+                lib.sample("z", d)
+
+        return model, guide
+
+    return build
+
+
+@pytest.mark.parametrize(
+    "shapes, error",
+    [
+        (
+            ((3,), ()),
+            "Model and guide shapes disagree at site 'z': torch.Size([3]) vs torch.Size([])",
+        ),
+        (((3,), (1,)), "Model and guide shapes disagree at site 'z'"),
+        (((3, 2), (3, 2), 1, 0), "Model and guide event_dims disagree at site 'z': 1 vs 0"),
+        (((3, 2), (3, 1), 1, 1), "Model and guide shapes disagree at site 'z'"),
+        (((3,), (3,), 0, 0, True), None),
+        (((3, 2), (3, 2), 1, 1, True), None),
+    ],
+    ids=["scalar_guide", "size_one_guide", "event_dims", "event_size", "same", "same_event"],
+)
+def test_model_and_guide_shapes_are_checked_as_in_pyro(pyro_ref, shapes, error):
+    errors = {}
+    for lib in (pyro_ref, miniprob):
+        lib.clear_param_store()
+        model, guide = shaped(*shapes)(lib)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                lib.infer.Trace_ELBO().loss(model, guide)
+        except ValueError as e:
+            errors[lib] = str(e)
+    if error is None:
+        assert not errors
+    else:
+        assert errors[pyro_ref].startswith(error)
+        assert errors[miniprob].startswith(error)
+
+
+def test_dims_left_of_max_plate_nesting_broadcast_as_in_pyro(pyro_ref):
+    """A guide with an extra leading dim beyond ``max_plate_nesting`` is accepted by both."""
+
+    def build(lib):
+        dist = lib.distributions
+
+        def model():
+            with lib.plate("data", 3):
+                lib.sample("z", dist.Normal(0.0, 1.0))
+
+        def guide():
+            loc = lib.param("m", torch.zeros(2, 3))
+            with lib.plate("data", 3):
+                lib.sample("z", dist.Normal(loc, 1.0))
+
+        return model, guide
+
+    for lib in (pyro_ref, miniprob):
+        model, guide = build(lib)
+        lib.clear_param_store()
+        lib.infer.Trace_ELBO(max_plate_nesting=1).loss(model, guide)
+        lib.clear_param_store()
+        with pytest.raises(ValueError, match="Model and guide shapes disagree at site 'z'"):
+            lib.infer.Trace_ELBO(max_plate_nesting=2).loss(model, guide)
+
+
+def test_shapes_are_checked_once_per_signature(monkeypatch):
+    calls = []
+    check = miniprob_elbo._check_same_shape
+    monkeypatch.setattr(
+        miniprob_elbo, "_check_same_shape", lambda *args: calls.append(args[0]) or check(*args)
+    )
+    elbo = miniprob.infer.Trace_ELBO()
+    same = shaped((3,), (3,), guide_plate=True)(miniprob)
+    broadcast = shaped((3,), (1, 3), guide_plate=True)(miniprob)  # differs, agrees: checked once
+    for _ in range(3):
+        elbo.loss(*same)
+        elbo.loss(*broadcast)
+    assert calls == ["z"]
+    with pytest.raises(ValueError, match="shapes disagree"):
+        for _ in range(2):
+            elbo.loss(*shaped((3,), ())(miniprob))
+    assert calls == ["z", "z"]  # an error is raised at the first step (and not cached)
+    with pytest.raises(ValueError, match="shapes disagree"):
+        elbo.loss(*shaped((3,), ())(miniprob))
+    assert calls == ["z", "z", "z"]

@@ -63,7 +63,8 @@ class ELBO:
         self.retain_graph = retain_graph
         self.ignore_jit_warnings = ignore_jit_warnings
         self.jit_options = jit_options
-        self._checked_shapes: set = set()
+        self._checked_shapes: set = set()  # site signatures whose shapes passed the checks
+        self._checked_pairs: set = set()
 
     # ---- traces --------------------------------------------------------------------------
     def _get_trace(
@@ -73,7 +74,9 @@ class ELBO:
         guide_trace = trace(guide).get_trace(*args, **kwargs)
         model_trace = trace(replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         if validation_enabled():
-            check_model_guide_match(model_trace, guide_trace)
+            check_model_guide_match(
+                model_trace, guide_trace, self.max_plate_nesting, self._checked_pairs
+            )
         guide_trace = prune_subsample_sites(guide_trace)
         model_trace = prune_subsample_sites(model_trace)
         model_trace.compute_log_prob()
@@ -206,33 +209,110 @@ def _particle_mean(values: list, num_particles: int) -> Any:
     return total
 
 
-def check_model_guide_match(model_trace: Trace, guide_trace: Trace) -> None:
-    """Warn about model latents the guide lacks; raise for guide sites the model lacks."""
+def check_model_guide_match(
+    model_trace: Trace,
+    guide_trace: Trace,
+    max_plate_nesting: float = math.inf,
+    checked: set | None = None,
+) -> None:
+    """Check that a guide fits its model, as Pyro does (with validation on).
+
+    - A latent guide site that the model lacks altogether is an error (Pyro only warns; a
+      misspelt site name would go unnoticed), unless marked ``infer={'is_auxiliary': True}``.
+    - Warnings, as in Pyro: any other non-auxiliary guide site that is not a model latent (an
+      observed site such as a ``deterministic``), an auxiliary site that is a model latent, a
+      model latent the guide lacks (it is drawn from the prior).
+    - A latent in both must have the same event dims, and the same shape right of
+      ``max_plate_nesting`` (dims of size 1 broadcast). Differing shapes that passed are added
+      to ``checked`` and not checked again.
+    """
     # A plate's subsample indices are a sample site; a plate may subsample on one side only.
-    model_vars = {
-        name
+    model_latents = {
+        name: site
         for name, site in model_trace.nodes.items()
         if site["type"] == "sample" and not site["is_observed"]
         if not isinstance(site["fn"], _Subsample)
     }
-    guide_vars = {
-        name
-        for name, site in guide_trace.nodes.items()
-        if site["type"] == "sample" and not site["infer"].get("is_auxiliary")
-        if not isinstance(site["fn"], _Subsample)
-    }
-    if guide_vars - set(model_trace.nodes):
+    guide_vars = set()
+    unknown, not_model_latents, auxiliary_in_model = [], [], []
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        model_site = model_latents.get(name)
+        if model_site is not None:
+            guide_vars.add(name)
+            model_fn, guide_fn = model_site["fn"], site["fn"]
+            # Equal shapes agree; torch.Size attributes read directly (every latent, every step).
+            if (
+                model_fn._batch_shape != guide_fn._batch_shape
+                or model_fn._event_shape != guide_fn._event_shape
+            ):
+                key = (name, model_fn._batch_shape, model_fn._event_shape)
+                key += (guide_fn._batch_shape, guide_fn._event_shape, max_plate_nesting)
+                if checked is None or key not in checked:
+                    _check_same_shape(name, model_fn, guide_fn, max_plate_nesting)
+                    if checked is not None:
+                        checked.add(key)
+            if site["infer"].get("is_auxiliary"):
+                auxiliary_in_model.append(name)
+        elif not isinstance(site["fn"], _Subsample):
+            guide_vars.add(name)
+            if site["infer"].get("is_auxiliary"):
+                continue
+            if site["is_observed"] or name in model_trace.nodes:
+                not_model_latents.append(name)
+            else:
+                unknown.append(name)
+    if unknown:
         raise ValueError(
-            f"guide sample site(s) {sorted(guide_vars - set(model_trace.nodes))} do not appear "
-            "in the model (check the site names, or mark them infer={'is_auxiliary': True})"
+            f"guide sample site(s) {sorted(unknown)} do not appear in the model (check the site "
+            "names, or mark them infer={'is_auxiliary': True})"
         )
-    missing = model_vars - guide_vars
+    if auxiliary_in_model:
+        warnings.warn(
+            f"Found auxiliary vars in the model: {sorted(auxiliary_in_model)}", stacklevel=4
+        )
+    if not_model_latents:
+        warnings.warn(
+            "Found non-auxiliary vars in guide but not model, consider marking these "
+            f"infer={{'is_auxiliary': True}}: {sorted(not_model_latents)}",
+            stacklevel=4,
+        )
+    missing = model_latents.keys() - guide_vars
     if missing:
         warnings.warn(
             f"Found vars in model but not guide: {sorted(missing)} "
             "(they are sampled from the prior)",
             stacklevel=4,
         )
+
+
+def _check_same_shape(name: str, model_fn: Any, guide_fn: Any, max_plate_nesting: float) -> None:
+    """Pyro's rule for shapes that differ: the same event dims; the same sizes right of
+    ``max_plate_nesting`` plates, where a missing dim is a 1."""
+    event_dim = len(model_fn.event_shape)
+    if len(guide_fn.event_shape) != event_dim:
+        raise ValueError(
+            f"Model and guide event_dims disagree at site '{name}': {event_dim} vs "
+            f"{len(guide_fn.event_shape)} (model event shape {tuple(model_fn.event_shape)}, "
+            f"guide event shape {tuple(guide_fn.event_shape)}; check the .to_event(...) calls)"
+        )
+    model_shape = model_fn.batch_shape + model_fn.event_shape
+    guide_shape = guide_fn.batch_shape + guide_fn.event_shape
+    if model_shape != guide_shape:
+        # Dims left of the plates (and of the event) may broadcast freely, as in Pyro.
+        kept = max_plate_nesting + event_dim
+        if len(model_shape) > kept:
+            model_shape = model_shape[len(model_shape) - int(kept) :]
+        if len(guide_shape) > kept:
+            guide_shape = guide_shape[len(guide_shape) - int(kept) :]
+        sizes = zip_longest(reversed(model_shape), reversed(guide_shape), fillvalue=1)
+        if any(m != g for m, g in sizes):
+            raise ValueError(
+                f"Model and guide shapes disagree at site '{name}': {model_shape} vs "
+                f"{guide_shape} (the guide must draw the value in the model's shape: enclose "
+                "it in the same plates, or expand its distribution)"
+            )
 
 
 def check_site_shape(site: dict, max_plate_nesting: float) -> None:
