@@ -17,6 +17,7 @@ import miniprob.infer
 import miniprob.optim
 import miniprob.poutine
 from miniprob.infer import elbo as miniprob_elbo
+from miniprob.poutine.trace_struct import DuplicateSiteError
 
 DATA = torch.tensor([0.3, -1.2, 2.0])
 MASK = torch.tensor([True, False, True])
@@ -502,3 +503,33 @@ def test_shapes_are_checked_once_per_signature(monkeypatch):
     with pytest.raises(ValueError, match="shapes disagree"):
         elbo.loss(*shaped((3,), ())(miniprob))
     assert calls == ["z", "z", "z"]
+
+
+# ---- duplicate sites, format_shapes ----------------------------------------------------------
+
+
+def test_a_duplicate_site_is_a_runtime_error_as_in_pyro_and_still_a_value_error(pyro_ref):
+    def program(lib):
+        lib.sample("x", lib.distributions.Normal(0.0, 1.0))
+        lib.sample("x", lib.distributions.Normal(0.0, 1.0))
+
+    for lib in (pyro_ref, miniprob):
+        with pytest.raises(RuntimeError):
+            lib.poutine.trace(program).get_trace(lib)
+    with pytest.raises(ValueError, match="duplicate sample site named 'x'") as info:
+        miniprob.poutine.trace(program).get_trace(miniprob)
+    assert isinstance(info.value, DuplicateSiteError)
+
+
+def test_format_shapes_takes_pyros_title_and_last_site():
+    def program():
+        miniprob.param("p", torch.zeros(2))
+        with miniprob.plate("data", 3):
+            miniprob.sample("a", miniprob.distributions.Normal(0.0, 1.0))
+            miniprob.sample("b", miniprob.distributions.Normal(0.0, 1.0))
+
+    tr = miniprob.poutine.trace(program).get_trace()
+    full = tr.format_shapes()
+    assert [line.split()[0] for line in full.splitlines()] == ["p", "data", "a", "b"]
+    lines = tr.format_shapes(title="Trace Shapes:", last_site="a").splitlines()
+    assert lines == ["Trace Shapes:", *full.splitlines()[:3]]

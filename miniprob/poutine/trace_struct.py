@@ -34,6 +34,11 @@ def _all_sites(name: str, site: Site) -> bool:
     return True
 
 
+class DuplicateSiteError(ValueError, RuntimeError):
+    """Two sites of one trace share a name. A ``RuntimeError`` as in Pyro, and a ``ValueError``
+    as miniprob raised before."""
+
+
 class Trace:
     """An ordered record of the sites of one run.
 
@@ -53,7 +58,7 @@ class Trace:
         """:meth:`add_node` for a site already in a dict (kept as it is, not copied)."""
         old = self.nodes.get(site_name)
         if old is not None and (site["type"] != "param" or old["type"] != "param"):
-            raise ValueError(
+            raise DuplicateSiteError(
                 f"duplicate {site['type']} site named '{site_name}' (already in the trace as a "
                 f"{old['type']} site): each site in a model or guide needs a unique name "
                 "(inside a loop, put the index in the name)"
@@ -184,9 +189,13 @@ class Trace:
                 else:
                     site["score_parts"] = (log_p, site["unscaled_log_prob"], 0)
 
-    def format_shapes(self) -> str:
-        """A table of each site's value and log_prob shapes, for debugging."""
-        rows = []
+    def format_shapes(self, title: str | None = None, last_site: str | None = None) -> str:
+        """A table of each site's value and log_prob shapes, for debugging.
+
+        :param title: a first line, when given (Pyro's argument; miniprob's table has none).
+        :param last_site: the name of the site to end the table with (Pyro's argument).
+        """
+        rows = [] if title is None else [title]
         for name, site in self.nodes.items():
             if site["type"] in ("sample", "param") and isinstance(site.get("value"), torch.Tensor):
                 lp = site.get("log_prob")
@@ -194,4 +203,6 @@ class Trace:
                 rows.append(
                     f"{name:>20} {site['type']:>7} {tuple(site['value'].shape)!s:>16} {lp_shape}"
                 )
+            if name == last_site:
+                break
         return "\n".join(rows)
