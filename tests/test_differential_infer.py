@@ -197,6 +197,46 @@ def nonreparam_normal(lib):
     return model, guide
 
 
+def masked_discrete(lib):
+    """Bernoulli latents in a plate masked by a tensor ``.mask()`` in model and guide: the
+    masked-out elements keep their score-function gradients (Pyro masks only the costs)."""
+    dist = lib.distributions
+    mask = torch.tensor([True, False, True, True, False, True])
+
+    def model():
+        loc = lib.sample("loc", dist.Normal(0.0, 2.0))
+        with lib.plate("data", len(DATA)):
+            z = lib.sample("z", dist.Bernoulli(0.4).mask(mask))
+            lib.sample("obs", dist.Normal(loc + 2 * z, 1.0), obs=DATA)
+
+    def guide():
+        lib.sample("loc", dist.Normal(lib.param("m", torch.tensor(0.1)), 1.0))
+        p = lib.param("p", torch.full((len(DATA),), 0.5), constraint=dist.constraints.unit_interval)
+        with lib.plate("data", len(DATA)):
+            lib.sample("z", dist.Bernoulli(p).mask(mask))
+
+    return model, guide
+
+
+def mvn_prior(lib):
+    """A diagonal Normal guide against a MultivariateNormal prior (a closed-form KL in both)."""
+    dist = lib.distributions
+    cov = torch.tensor([[2.0, 0.3], [0.3, 1.0]])
+    data = DATA.reshape(3, 2)
+
+    def model():
+        z = lib.sample("z", dist.MultivariateNormal(torch.zeros(2), cov))
+        with lib.plate("data", 3):
+            lib.sample("obs", dist.Normal(z, 1.0).to_event(1), obs=data)
+
+    def guide():
+        m = lib.param("m", torch.tensor([0.2, -0.1]))
+        s = lib.param("s", torch.ones(2), constraint=dist.constraints.positive)
+        lib.sample("z", dist.Normal(m, s).to_event(1))
+
+    return model, guide
+
+
 def with_optim(models, optim=lambda lib: lib.optim.Adam({"lr": 0.05}), loss=None):
     def build(lib):
         model, guide = models(lib)
@@ -234,6 +274,8 @@ ELBO_CASES = {
     "nested_plates_discrete": (nested_plates_discrete, lambda lib: lib.infer.Trace_ELBO()),
     "sequential_plate_discrete": (sequential_plate_discrete, lambda lib: lib.infer.Trace_ELBO()),
     "nonreparam_guide": (nonreparam_normal, lambda lib: lib.infer.Trace_ELBO(num_particles=2)),
+    "masked_discrete": (masked_discrete, lambda lib: lib.infer.Trace_ELBO()),
+    "mean_field_mvn_prior": (mvn_prior, lambda lib: lib.infer.TraceMeanField_ELBO()),
 }
 
 
@@ -249,6 +291,8 @@ EXACT = {
     "nested_plates_discrete",
     "sequential_plate_discrete",
     "nonreparam_guide",
+    "masked_discrete",
+    "mean_field_mvn_prior",
     "clip_value",
     "clipped_adam_lrd",
 }
