@@ -11,11 +11,12 @@ optimizations, which means every op and every gradient is computed by the same k
 eager mode: values and gradients are bitwise those of ``Trace_ELBO``.
 
 What a trace cannot see, it bakes in. The model and guide must have a static structure (no
-Python branching on random values), and their tensor inputs must be passed as arguments (a
-tensor read from a global is a constant of the graph). A new signature - another shape, dtype
-or device of a tensor argument, or another value of a non-tensor argument, as with a smaller
-last minibatch - is compiled afresh (and kept). Validation runs while compiling, on the example
-inputs; a non-finite loss is still caught at every step.
+Python branching on random values, no parameter that first appears at a later step: the
+graph repeats the first step's statements), and their tensor inputs must be passed as arguments
+(a tensor read from a global is a constant of the graph). A new signature - another shape,
+dtype or device of a tensor argument, or another value of a non-tensor argument, as with a
+smaller last minibatch - is compiled afresh (the last ``MAX_GRAPHS`` are kept). Validation runs
+while compiling, on the example inputs; a non-finite loss is still caught at every step.
 
 Example::
 
