@@ -278,7 +278,7 @@ class _Differences:
         if batch:
             placed = [a.expand(*batch, *a.shape) if torch.is_tensor(a) else a for a in placed]
         for i, piece in zip(self.positions, flat.split(self.sizes, dim=-1), strict=True):
-            placed[i] = piece.reshape(*batch, *self.args[i].shape)
+            placed[i] = piece.reshape((*batch, *self.args[i].shape))
         return placed
 
     def _looped(self, points: Iterator[torch.Tensor]) -> torch.Tensor:

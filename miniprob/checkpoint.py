@@ -67,12 +67,7 @@ def save_checkpoint(
     ``scheduler`` is a ``miniprob.optim`` scheduler (which is also the optimizer given to
     ``SVI``); its optimizers' state is saved with its schedulers' own state.
     """
-    if optim is not None and not isinstance(optim, PyroOptim):
-        raise TypeError(f"save_checkpoint: optim must be a miniprob.optim optimizer, got {optim!r}")
-    if scheduler is not None and not isinstance(scheduler, PyroLRScheduler):
-        raise TypeError(
-            f"save_checkpoint: scheduler must be a miniprob.optim scheduler, got {scheduler!r}"
-        )
+    _check_types("save_checkpoint", optim, scheduler)
     state = {
         "version": _VERSION,
         "params": get_param_store().get_state(),
@@ -90,6 +85,13 @@ def save_checkpoint(
     atomic_write(path, header + payload)
 
 
+def _check_types(where: str, optim: Any, scheduler: Any) -> None:
+    if optim is not None and not isinstance(optim, PyroOptim):
+        raise TypeError(f"{where}: optim must be a miniprob.optim optimizer, got {optim!r}")
+    if scheduler is not None and not isinstance(scheduler, PyroLRScheduler):
+        raise TypeError(f"{where}: scheduler must be a miniprob.optim scheduler, got {scheduler!r}")
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     optim: PyroOptim | None = None,
@@ -105,6 +107,7 @@ def load_checkpoint(
     ``scheduler`` get their saved state; the RNGs are restored. Everything is checked before
     anything changes: a file that cannot be loaded raises ``ValueError`` and changes nothing.
     """
+    _check_types("load_checkpoint", optim, scheduler)
     path = os.fspath(path)
     state = _read(path, map_location)
     store = get_param_store()
@@ -213,17 +216,35 @@ def _in_place_targets(
     return targets
 
 
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and bool(torch.equal(a, b))
+        )
+    return type(a) is type(b) and a == b
+
+
 def _canonical(constraint: constraints.Constraint) -> constraints.Constraint:
     """torch's own instance (``constraints.positive``, ...) for an unpickled copy of one, so
-    that ``is`` comparisons keep working after a load."""
+    that ``is`` comparisons keep working after a load (bounds may be tensors)."""
+    attrs = vars(constraint)
     for candidate in vars(constraints).values():
-        if type(candidate) is type(constraint) and vars(candidate) == vars(constraint):
+        if type(candidate) is not type(constraint):
+            continue
+        theirs = vars(candidate)
+        if theirs.keys() == attrs.keys() and all(_same(theirs[k], attrs[k]) for k in attrs):
             return candidate
     return constraint
 
 
 def _restore_params(store: ParamStore, params_state: dict, targets: dict) -> None:
     saved = params_state["params"]
+    # Constraints and transforms first: what can fail does so before the store changes.
+    constraints_ = {n: _canonical(params_state["constraints"][n]) for n in saved}
+    transforms = {n: _transform_for(n, c) for n, c in constraints_.items()}
     store.clear()
     with torch.no_grad():
         for name, value in saved.items():
@@ -233,5 +254,4 @@ def _restore_params(store: ParamStore, params_state: dict, targets: dict) -> Non
             else:
                 leaf.copy_(value)
                 leaf.grad = None
-            constraint = _canonical(params_state["constraints"][name])
-            store._register(name, leaf, constraint, _transform_for(name, constraint))
+            store._register(name, leaf, constraints_[name], transforms[name])

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch.distributions.constraint_registry import transform_to
 
-from .params import ParamStore, get_param_store
+from .params import MODULE_SEPARATOR, ParamStore, get_param_store
 from .poutine.handlers import substitute
 
 __all__ = ["FlatView", "ParamVector", "ravel"]
@@ -155,8 +155,13 @@ class ParamVector:
     :meth:`write_back` copies a vector into the store's leaves. Run the model once first, so its
     parameters exist.
 
-    :param names: the parameters to include, in order (default: all, in store order).
+    :param names: the parameters to include, in order (default: all but those of
+        ``pyro.module`` networks, in store order).
     :param store: the store (default: the current one).
+
+    A network registered with ``pyro.module`` computes with its own ``nn.Parameter`` objects,
+    not with what ``param`` returns, so a substituted value would not reach it: its parameters
+    are left out by default and refused by name.
 
     Example::
 
@@ -172,11 +177,20 @@ class ParamVector:
 
     def __init__(self, names: Iterable[str] | None = None, store: ParamStore | None = None) -> None:
         self.store = get_param_store() if store is None else store
-        self.names = list(self.store.keys()) if names is None else list(names)
+        if names is None:
+            self.names = [n for n in self.store.keys() if MODULE_SEPARATOR not in n]
+        else:
+            self.names = list(names)
+            modules = [n for n in self.names if MODULE_SEPARATOR in n]
+            if modules:
+                raise ValueError(
+                    f"ParamVector: {modules} belong to pyro.module networks, which compute with "
+                    "their own nn.Parameters: a vector could not reach them"
+                )
         if not self.names:
             raise ValueError(
-                "ParamVector: no parameters to include (the param store is empty: run the model "
-                "once so that its params exist)"
+                "ParamVector: no parameters to include (none given, or the param store holds "
+                "none outside pyro.module networks: run the model once so its params exist)"
             )
         missing = [name for name in self.names if name not in self.store]
         if missing:
@@ -210,6 +224,18 @@ class ParamVector:
     def write_back(self, vector: torch.Tensor | None = None) -> None:
         """Copy ``vector`` (default ``self.vector``) into the store's unconstrained leaves."""
         unconstrained = self.unravel(self.vector if vector is None else vector)
+        # Every leaf checked first: a write that fails changes nothing.
+        leaves = {}
+        for name, u in unconstrained.items():
+            if name not in self.store:
+                raise KeyError(f"ParamVector.write_back: param '{name}' is no longer in the store")
+            leaf = self.store.unconstrained(name)
+            if leaf.shape != u.shape:
+                raise ValueError(
+                    f"ParamVector.write_back: param '{name}' now has shape {tuple(leaf.shape)}, "
+                    f"the vector holds {tuple(u.shape)} for it"
+                )
+            leaves[name] = leaf
         with torch.no_grad():
             for name, u in unconstrained.items():
-                self.store.unconstrained(name).copy_(u)
+                leaves[name].copy_(u)

@@ -324,3 +324,11 @@ def test_central_gradient_of_a_polynomial_matches_autograd(coefficients, values)
     (grad,) = torch.autograd.grad(black_box(polynomial)(x).sum(), x)
     (expected,) = torch.autograd.grad(polynomial(x).sum(), x)
     assert torch.allclose(grad, expected, rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["central", "forward", "spsa"])
+def test_a_zero_dim_argument_gets_its_gradient(method):
+    x = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    y = black_box(lambda x: np.exp(x.numpy()), method=method)(x)
+    (grad,) = torch.autograd.grad(y, x)
+    assert grad.shape == () and grad.item() == pytest.approx(np.exp(0.7), rel=1e-4)

@@ -17,7 +17,7 @@ import miniprob as pyro
 import miniprob.distributions as dist
 from miniprob.checkpoint import load_checkpoint, save_checkpoint
 from miniprob.infer import SVI, Trace_ELBO
-from miniprob.optim import Adam
+from miniprob.optim import Adam, OneCycleLR, StepLR
 
 # A run with every source of state a checkpoint must carry: constrained params, an nn.Module
 # registered with pyro.module, Adam moments, a scheduler's epoch, a subsampled plate (torch
@@ -320,3 +320,51 @@ def test_round_trip_property(tmp_path_factory, specs, seed):
         assert state["constraints"][k] is saved["constraints"][k] or repr(
             state["constraints"][k]
         ) == repr(saved["constraints"][k])
+
+
+def test_constraints_with_tensor_bounds_load(tmp_path):
+    path = tmp_path / "c.ckpt"
+    pyro.param("a", torch.tensor(1.0))
+    bound = constraints.greater_than(torch.tensor([0.0, 1.0]))
+    pyro.param("b", torch.tensor([0.5, 2.0]), constraint=bound)
+    save_checkpoint(path)
+    pyro.clear_param_store()
+    load_checkpoint(path)
+    assert list(pyro.get_param_store().keys()) == ["a", "b"]
+    assert pyro.param("b").tolist() == pytest.approx([0.5, 2.0])
+
+
+def test_load_checks_the_optimizer_types_before_changing_anything(tmp_path):
+    path = tmp_path / "c.ckpt"
+    sched = StepLR({"optimizer": torch.optim.Adam, "optim_args": {"lr": 0.1}, "step_size": 2})
+    pyro.param("w", torch.tensor(1.0))
+    save_checkpoint(path, optim=sched, scheduler=sched)
+    pyro.param("new", torch.tensor(3.0))
+    with pytest.raises(TypeError, match="scheduler must be a miniprob.optim scheduler"):
+        load_checkpoint(path, scheduler=Adam({"lr": 0.1}))
+    assert sorted(pyro.get_param_store().keys()) == ["new", "w"]
+
+
+def test_resuming_a_one_cycle_schedule_is_exact(tmp_path):
+    """OneCycleLR also cycles the momentum, which the optimizer's state keeps."""
+    path = tmp_path / "c.ckpt"
+    args = {"optimizer": torch.optim.SGD, "optim_args": {"lr": 0.1, "momentum": 0.9}}
+    sched = OneCycleLR({**args, "max_lr": 0.1, "total_steps": 20})
+
+    def step():
+        w = pyro.param("w", torch.tensor(1.0))
+        (w**2).backward()
+        sched([w.unconstrained()])
+        w.unconstrained().grad = None
+        sched.step()
+
+    for _ in range(3):
+        step()
+    save_checkpoint(path, optim=sched, scheduler=sched)
+    for _ in range(3):
+        step()
+    straight = pyro.param("w").item()
+    load_checkpoint(path, optim=sched, scheduler=sched)
+    for _ in range(3):
+        step()
+    assert pyro.param("w").item() == straight and len(sched.optimizers()) == 1

@@ -339,11 +339,31 @@ def test_negative_log_joint_under_vmap_equals_a_loop():
 
 
 def test_param_vector_errors():
-    with pytest.raises(ValueError, match="the param store is empty"):
+    with pytest.raises(ValueError, match="no parameters to include"):
         ParamVector()
     pyro.param("a", torch.tensor(1.0))
     with pytest.raises(KeyError, match=r"params \['zz'\] are not in the param store"):
         ParamVector(names=["a", "zz"])
+
+
+def test_module_parameters_are_left_out_and_refused_by_name():
+    """A network computes with its own nn.Parameters: a substituted value cannot reach it."""
+    net = torch.nn.Linear(2, 1)
+    pyro.module("net", net)
+    pyro.param("a", torch.tensor([1.0, 2.0]))
+    assert ParamVector().names == ["a"]
+    with pytest.raises(ValueError, match=r"net\$\$\$weight.*pyro.module"):
+        ParamVector(names=["a", "net$$$weight"])
+
+
+def test_a_write_back_that_fails_changes_nothing():
+    pyro.param("a", torch.zeros(2))
+    pyro.param("b", torch.zeros(2))
+    params = ParamVector()
+    pyro.get_param_store()["b"] = torch.zeros(3)  # the model ran again with another size
+    with pytest.raises(ValueError, match="'b' now has shape"):
+        params.write_back(torch.ones(4))
+    assert pyro.param("a").tolist() == [0.0, 0.0]
 
 
 def test_param_vector_of_another_store():

@@ -123,3 +123,13 @@ def test_arguments_are_checked():
         Predictive(model, {"loc": torch.zeros(3)}, num_samples=4)
     with pytest.raises(ValueError, match="not both"):
         Predictive(model, {"loc": torch.zeros(3)}, guide=guide)
+
+
+def test_return_sites_as_a_string_and_num_samples_below_one_are_errors():
+    def model():
+        pyro.sample("ab", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(TypeError, match="return_sites must be a list"):
+        Predictive(model, num_samples=2, return_sites="ab")
+    with pytest.raises(ValueError, match="num_samples must be positive"):
+        Predictive(model, num_samples=0)

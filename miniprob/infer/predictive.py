@@ -123,6 +123,13 @@ class Predictive:
         return_sites: Sequence[str] = (),
         parallel: bool = False,
     ) -> None:
+        if isinstance(return_sites, str):
+            raise TypeError(
+                f"Predictive: return_sites must be a list, tuple or set of site names, got the "
+                f"string {return_sites!r} (write [{return_sites!r}])"
+            )
+        if num_samples is not None and num_samples < 1:
+            raise ValueError(f"Predictive: num_samples must be positive, got {num_samples}")
         posterior_samples = {} if posterior_samples is None else posterior_samples
         batch_sizes = {name: v.shape[0] for name, v in posterior_samples.items()}
         if num_samples is None:

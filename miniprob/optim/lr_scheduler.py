@@ -54,8 +54,9 @@ class PyroLRScheduler(PyroOptim):
         self._epoch = 0
         self._joined: dict[str, int] = {}
 
-    # The schedule sets the rate: a saved rate is the schedule's, not the parameter's own.
-    _scheduled_keys = ("lr", "initial_lr")
+    # What schedules set (the rate; the momentum too, for OneCycleLR and CyclicLR): saved
+    # values of these are the schedule's, not the parameter's own.
+    _scheduled_keys = ("lr", "momentum", "betas")
 
     def _group_key(self, name: str | None, args: dict, restarted: bool = False) -> Any:
         if name is None:

@@ -76,7 +76,10 @@ def _groupable(constructor: Callable) -> bool:
 
 
 def _hyperparameters(opt: torch.optim.Optimizer, skip: tuple[str, ...]) -> dict:
-    return {k: v for k, v in opt.param_groups[0].items() if k != "params" and k not in skip}
+    """The group's values of the optimizer's own hyperparameters (not keys a scheduler adds,
+    such as ``initial_lr``), less ``skip``."""
+    group = opt.param_groups[0]
+    return {k: group.get(k) for k in opt.defaults if k not in skip}
 
 
 def _call_per_param(fn: Callable[..., Any], name: str | None) -> Any:
@@ -239,6 +242,13 @@ class PyroOptim:
         if _hyperparameters(loaded, self._scheduled_keys) == _hyperparameters(
             opt, self._scheduled_keys
         ):
+            # Scheduled values are the group's schedule's: shared by the whole group, they were
+            # equal for all of it when saved (a scheduler's own state restores the rate, not a
+            # cycled momentum).
+            group = opt.param_groups[0]
+            for key in self._scheduled_keys:
+                if key in group:
+                    group[key] = loaded.param_groups[0][key]
             if p in loaded.state:
                 opt.state[p] = loaded.state[p]
             else:
