@@ -533,3 +533,47 @@ def test_format_shapes_takes_pyros_title_and_last_site():
     assert [line.split()[0] for line in full.splitlines()] == ["p", "data", "a", "b"]
     lines = tr.format_shapes(title="Trace Shapes:", last_site="a").splitlines()
     assert lines == ["Trace Shapes:", *full.splitlines()[:3]]
+
+
+# ---- TraceMeanField_ELBO: a point-mass guide, and an infinite closed-form KL -----------------
+
+
+@pytest.mark.parametrize("event_dim", [0, 1])
+def test_a_delta_guide_has_pyros_closed_form_kl(pyro_ref, event_dim):
+    """KL(delta_v || p) = -log p(v): the point mass's log_density is not part of it."""
+
+    def run(lib):
+        d = lib.distributions
+        shape = (2,) if event_dim else ()
+
+        def model():
+            if event_dim:
+                lib.sample("x", d.MultivariateNormal(torch.zeros(2), torch.eye(2)))
+            else:
+                lib.sample("x", d.Normal(0.0, 1.0))
+
+        def guide():
+            v = lib.param("v", torch.full(shape, 0.4))
+            lib.sample("x", d.Delta(v, log_density=torch.tensor(1.3), event_dim=event_dim))
+
+        lib.clear_param_store()
+        lib.set_rng_seed(0)
+        loss = lib.infer.TraceMeanField_ELBO().differentiable_loss(model, guide)
+        loss.backward()
+        return loss.item(), lib.get_param_store()["v"].unconstrained().grad.tolist()
+
+    assert run(miniprob) == run(pyro_ref)
+
+
+def test_an_infinite_kl_is_reported_at_its_site():
+    mp, dist = miniprob, miniprob.distributions
+
+    def model():
+        mp.sample("z", dist.Uniform(0.0, 1.0))
+
+    def guide():
+        mp.sample("z", dist.Uniform(0.0, mp.param("hi", torch.tensor(2.0))))
+
+    mp.set_rng_seed(0)
+    with pytest.raises(ValueError, match=r"guide site 'z': KL sum = inf[\s\S]*hi = 2.0"):
+        miniprob.infer.TraceMeanField_ELBO().loss(model, guide)

@@ -62,3 +62,10 @@ class Delta(ShapeHelpers, Distribution):
     @property
     def variance(self) -> torch.Tensor:
         return torch.zeros_like(self.v)
+
+
+@torch.distributions.kl.register_kl(Delta, Distribution)
+def _kl_delta(p: Delta, q: Distribution) -> torch.Tensor:
+    """KL(delta_v || q) = -log q(v), as in Pyro (the point mass's ``log_density`` is not part
+    of it)."""
+    return -q.log_prob(p.v)

@@ -220,8 +220,14 @@ def _kl_independent_mvn(p: Independent, q: torch.distributions.MultivariateNorma
     + 1/2 log|S| + k/2 log(2 pi), so KL = 1/2 sum(s^2 diag(S^-1)) - k/2 (1 + log(2 pi))
     - log N(a | b, S) - sum(log s).
     """
+    from .delta import Delta  # delta.py builds on this module
+
     normal = p.base_dist
-    if p.reinterpreted_batch_ndims != 1 or not isinstance(normal, torch.distributions.Normal):
+    if p.reinterpreted_batch_ndims != 1:
+        raise NotImplementedError
+    if isinstance(normal, Delta):  # a point mass: KL(delta_v || q) = -log q(v), as in Pyro
+        return -q.log_prob(normal.v)
+    if not isinstance(normal, torch.distributions.Normal):
         raise NotImplementedError
     k = q.event_shape[0]
     trace = (normal.scale.pow(2) * q.precision_matrix.diagonal(dim1=-2, dim2=-1)).sum(-1)

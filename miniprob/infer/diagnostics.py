@@ -141,14 +141,20 @@ def _site_report(
     for name, site in trace.nodes.items():
         if site["type"] != "sample":
             continue
-        log_prob = site.get("log_prob")
-        if log_prob is None or bool(torch.isfinite(log_prob).all()):
+        # The site's terms of the loss: its log density, and (TraceMeanField_ELBO) the
+        # closed-form KL of a guide site to the model's distribution.
+        terms = []
+        for label, term in (("log_prob_sum", site.get("log_prob")), ("KL sum", site.get("kl"))):
+            if isinstance(term, torch.Tensor) and not bool(torch.isfinite(term).all()):
+                terms.append((label, term))
+        if not terms:
             continue
-        bad = int((~torch.isfinite(log_prob)).sum())
-        lines.append(
-            f"  {where} site '{name}': log_prob_sum = {site['log_prob_sum'].item()} "
-            f"({bad} of {log_prob.numel()} elements non-finite)"
-        )
+        for label, term in terms:
+            bad = int((~torch.isfinite(term)).sum())
+            lines.append(
+                f"  {where} site '{name}': {label} = {term.sum().item()} "
+                f"({bad} of {term.numel()} elements non-finite)"
+            )
         fn = site["fn"]
         arg_tensors = _distribution_tensors(fn)
         bad_args = [

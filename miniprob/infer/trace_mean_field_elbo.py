@@ -55,6 +55,7 @@ class TraceMeanField_ELBO(ELBO):
                 elbo = elbo + model_site["log_prob_sum"] - guide_site["score_parts"][2].sum()
                 continue
             kl = scale_and_mask(kl, guide_site["scale"], guide_site["mask"])
+            guide_site["kl"] = kl  # for the report of a non-finite loss
             if isinstance(kl, torch.Tensor):
                 elbo = elbo - kl.sum()
             else:
