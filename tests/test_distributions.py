@@ -294,3 +294,13 @@ def test_the_boolean_support_check_agrees_with_torchs(values, dtype):
         else:
             with pytest.raises(ValueError, match="'b'.*Boolean"):
                 mp.sample("b", dist.Bernoulli(0.5), obs=value)
+
+
+def test_event_dim_and_shape_as_in_pyro(pyro_ref):
+    import pyro.distributions as pdist
+
+    for lib in (dist, pdist):
+        d = lib.Normal(torch.zeros(3), 1.0).to_event(1).expand_by([2])
+        assert d.event_dim == 1 and d.shape((4,)) == (4, 2, 3)
+        assert lib.Delta(torch.zeros(2, 3), event_dim=1).event_dim == 1
+        assert lib.Normal(0.0, 1.0).mask(False).shape() == ()

@@ -58,6 +58,15 @@ class ShapeHelpers:
             )
         return Independent(self, reinterpreted_batch_ndims)
 
+    @property
+    def event_dim(self) -> int:
+        """The number of event dims."""
+        return len(self.event_shape)
+
+    def shape(self, sample_shape: torch.Size = torch.Size()) -> torch.Size:
+        """The shape of a draw: ``sample_shape + batch_shape + event_shape``."""
+        return torch.Size(sample_shape) + self.batch_shape + self.event_shape
+
     def expand_by(self, sample_shape: Sequence[int]) -> Distribution:
         """Expand the batch shape on the left by ``sample_shape``."""
         return self.expand(torch.Size(sample_shape) + self.batch_shape)
