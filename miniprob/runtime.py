@@ -63,10 +63,40 @@ class Messenger:
     Subclasses override ``process_message`` (before the default effect) and/or
     ``postprocess_message`` (after it). On exit, through an exception too, a handler removes
     itself and every handler above it, so the stack is always as it was before ``__enter__``.
+
+    Handlers written for Pyro work as they are: a subclass defining Pyro's hooks
+    (``_pyro_sample``, ``_pyro_param``, ... before the default effect; ``_pyro_post_sample``,
+    ... after it) or overriding ``_process_message`` / ``_postprocess_message`` has them called.
+
+    Example::
+
+        >>> import torch, miniprob as pyro, miniprob.distributions as dist
+        >>> class AllOnes(Messenger):
+        ...     def _pyro_sample(self, msg):
+        ...         msg["value"] = torch.ones(())
+        >>> with AllOnes():
+        ...     pyro.sample("x", dist.Normal(0.0, 1.0)).item()
+        1.0
     """
 
     def __init__(self, fn: Any = None) -> None:
         self.fn = fn
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Route to Pyro's hooks only in classes that use them: the others keep the no-ops,
+        # which cost nothing per message.
+        names = dir(cls)
+        pre = cls._process_message is not Messenger._process_message or any(
+            n.startswith("_pyro_") and not n.startswith("_pyro_post_") for n in names
+        )
+        post = cls._postprocess_message is not Messenger._postprocess_message or any(
+            n.startswith("_pyro_post_") for n in names
+        )
+        if pre and cls.process_message is Messenger.process_message:
+            cls.process_message = _pyro_process
+        if post and cls.postprocess_message is Messenger.postprocess_message:
+            cls.postprocess_message = _pyro_postprocess
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.fn is None:
@@ -127,6 +157,25 @@ class Messenger:
 
     def postprocess_message(self, msg: Message) -> None:
         pass
+
+    # Pyro's names (see the class docstring).
+    def _process_message(self, msg: Message) -> None:
+        hook = getattr(self, "_pyro_" + msg["type"], None)
+        if hook is not None:
+            hook(msg)
+
+    def _postprocess_message(self, msg: Message) -> None:
+        hook = getattr(self, "_pyro_post_" + msg["type"], None)
+        if hook is not None:
+            hook(msg)
+
+
+def _pyro_process(self: Messenger, msg: Message) -> None:
+    self._process_message(msg)
+
+
+def _pyro_postprocess(self: Messenger, msg: Message) -> None:
+    self._postprocess_message(msg)
 
 
 def _broadcast_to_plates(msg: Message) -> None:

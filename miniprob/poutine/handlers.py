@@ -66,6 +66,8 @@ class trace(Messenger):
         if self.fn is None:
             return super().__call__(*args, **kwargs)
         with self:
+            if self.param_only:  # param sites only, as in Pyro: no input and return nodes
+                return self.fn(*args, **kwargs)
             inputs = {"name": "_INPUT", "type": "args", "args": args, "kwargs": kwargs}
             self.trace.add_site("_INPUT", inputs)
             ret = self.fn(*args, **kwargs)
@@ -328,7 +330,8 @@ class seed(Messenger):
 
 
 class substitute(Messenger):
-    """Give ``param`` and ``sample`` sites the values in ``data`` (by name).
+    """Give ``param`` sites the values in ``data`` (by name), as Pyro's ``substitute`` does
+    (sample sites are left alone: ``condition`` observes them, ``replay`` reuses a trace's).
 
     With every parameter substituted, a model becomes a pure function of the given values.
 
@@ -349,7 +352,7 @@ class substitute(Messenger):
         self.data = data
 
     def process_message(self, msg: Message) -> None:
-        if msg["type"] in ("param", "sample"):
+        if msg["type"] == "param":
             value = self.data.get(msg["name"])
             if value is not None:
                 msg["value"] = value
