@@ -249,3 +249,56 @@ def test_outside_handlers_matches_pyro(pyro_ref):
     actual = program(mp, dist)
     for e, a in zip(expected, actual, strict=True):
         torch.testing.assert_close(a, e, rtol=0, atol=0)
+
+
+def test_handlers_written_for_pyro_run_as_in_pyro(pyro_ref):
+    """Pyro's hook names: _pyro_sample / _pyro_post_sample / _pyro_param, _process_message /
+    _postprocess_message overrides, and msg["stop"] set in a hook."""
+    import importlib
+
+    def run(lib):
+        messenger = importlib.import_module(lib.__name__ + ".poutine.messenger").Messenger
+        d = lib.distributions
+
+        class LogJoint(messenger):
+            def __init__(self, data):
+                super().__init__()
+                self.data, self.logp = data, 0.0
+
+            def _pyro_sample(self, msg):
+                if msg["name"] in self.data:
+                    msg["value"], msg["done"] = self.data[msg["name"]], True
+
+            def _pyro_post_sample(self, msg):
+                self.logp = self.logp + msg["fn"].log_prob(msg["value"]).sum()
+
+            def _pyro_param(self, msg):
+                msg["value"], msg["done"] = torch.tensor(42.0), True
+
+        class Track(messenger):
+            def __init__(self):
+                super().__init__()
+                self.names = []
+
+            def _postprocess_message(self, msg):
+                self.names.append(msg["name"])
+
+        class Hide(messenger):
+            def _pyro_sample(self, msg):
+                msg["stop"] = True
+
+        def scale(guess):
+            w = lib.sample("weight", d.Normal(guess + lib.param("p", torch.tensor(0.0)), 1.0))
+            return lib.sample("measurement", d.Normal(w, 0.75))
+
+        joint = LogJoint({"weight": torch.tensor(8.0), "measurement": torch.tensor(9.5)})
+        with joint:
+            scale(8.5)
+        track = Track()
+        with track:
+            scale(8.5)
+        with lib.poutine.trace() as tr, Hide():
+            scale(8.5)
+        return round(float(joint.logp), 5), track.names, list(tr.trace.nodes)
+
+    assert run(mp) == run(pyro_ref)
