@@ -18,6 +18,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .deferred import Constrained, DeferredDistribution, deferred
 from .flat import FlatView, ParamVector, ravel
 from .params import ParamStore, clear_param_store, get_param_store
+from .poutine.handlers import condition
 from .poutine.plate import plate
 from .primitives import deterministic, factor, module, param, sample
 from .util import set_rng_seed
@@ -33,6 +34,7 @@ __all__ = [
     "ParamVector",
     "black_box",
     "clear_param_store",
+    "condition",
     "deferred",
     "deterministic",
     "distributions",

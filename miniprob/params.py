@@ -19,6 +19,8 @@ Example::
 from __future__ import annotations
 
 import os
+import re
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -208,6 +210,40 @@ class ParamStore:
                 self._param_to_name[old] = name
             raise
 
+    def replace_param(
+        self, param_name: str, new_param: torch.Tensor, old_param: torch.Tensor
+    ) -> None:
+        """Set ``param_name``, whose current value is ``old_param``, to ``new_param`` (Pyro's
+        deprecated spelling of ``store[param_name] = new_param``, with a check).
+
+        ``old_param`` must be the value read from the store (its ``.unconstrained()`` is the
+        stored leaf); otherwise an ``AssertionError``, as in Pyro, and the store is unchanged.
+
+        Example::
+
+            >>> import torch
+            >>> store = ParamStore()
+            >>> old = store.setdefault("w", torch.zeros(2))
+            >>> store.replace_param("w", torch.ones(2), old)
+            >>> store["w"].tolist()
+            [1.0, 1.0]
+        """
+        warnings.warn(
+            "ParamStore.replace_param() is deprecated; use store[name] = value instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        current = self._params.get(param_name)
+        if current is None:
+            raise KeyError(f"param '{param_name}' is not in the param store")
+        handle = getattr(old_param, "unconstrained", None)
+        if not callable(handle) or handle() is not current:
+            raise AssertionError(
+                f"param '{param_name}': old_param is not its current value (give the tensor "
+                f"read from the store, e.g. store['{param_name}'])"
+            )
+        self[param_name] = new_param
+
     def __delitem__(self, name: str) -> None:
         u = self._params.pop(name)
         self._param_to_name.pop(u, None)
@@ -239,6 +275,22 @@ class ParamStore:
 
     def items(self) -> Iterator[tuple[str, torch.Tensor]]:
         return ((name, self[name]) for name in self._params)
+
+    def match(self, name: str) -> dict[str, torch.Tensor]:
+        """The params whose names match the regular expression ``name`` (``re.match``, from the
+        start of the name), as ``{name: constrained value}``.
+
+        Example::
+
+            >>> import torch
+            >>> store = ParamStore()
+            >>> for key in ("enc.w", "dec.w"):
+            ...     _ = store.setdefault(key, torch.zeros(1))
+            >>> list(store.match("enc"))
+            ['enc.w']
+        """
+        pattern = re.compile(name)
+        return {key: self[key] for key in self._params if pattern.match(key)}
 
     def get_all_param_names(self) -> list[str]:
         return list(self._params)

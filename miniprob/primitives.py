@@ -44,13 +44,23 @@ def sample(
     fn: Distribution,
     *args: Any,
     obs: torch.Tensor | None = None,
+    obs_mask: torch.Tensor | None = None,
     infer: dict | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
     """A random variable ``name`` drawn from ``fn`` (or observed at ``obs``).
 
-    ``sample_shape=`` (keyword) draws several values at once.
+    ``sample_shape=`` (keyword) draws several values at once. Pyro's ``obs_mask`` (a site
+    partly observed) is not supported: it raises ``NotImplementedError``.
+
+    Example::
+
+        >>> import torch, miniprob as pyro, miniprob.distributions as dist
+        >>> pyro.sample("x", dist.Normal(0.0, 1.0), obs=torch.tensor(0.5)).item()
+        0.5
     """
+    if obs_mask is not None:
+        raise NotImplementedError(f"sample site '{name}': obs_mask is not supported")
     if not isinstance(fn, Distribution):
         fn = _as_distribution(name, fn)
     if obs is not None:

@@ -103,6 +103,21 @@ class Trace:
     def stochastic_nodes(self) -> list[str]:
         return [n for n, s in self.nodes.items() if s["type"] == "sample" and not s["is_observed"]]
 
+    def iter_stochastic_nodes(self) -> Iterator[tuple[str, Site]]:
+        """``(name, site)`` for each sample site that is not observed, in order (as Pyro's).
+
+        Example::
+
+            >>> import miniprob as pyro, miniprob.distributions as dist
+            >>> from miniprob import poutine
+            >>> tr = poutine.trace(lambda: pyro.sample("z", dist.Normal(0.0, 1.0))).get_trace()
+            >>> [name for name, _ in tr.iter_stochastic_nodes()]
+            ['z']
+        """
+        for name, site in self.nodes.items():
+            if site["type"] == "sample" and not site["is_observed"]:
+                yield name, site
+
     @property
     def reparameterized_nodes(self) -> list[str]:
         return [
