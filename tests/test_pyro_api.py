@@ -217,3 +217,19 @@ def test_obs_mask_is_refused_naming_the_site():
     with poutine.trace() as tr:
         mp.sample("x", d, obs_mask=None)
     assert tr.trace.nodes["x"]["kwargs"] == {}
+
+
+def test_every_miniprob_distribution_is_a_torch_distribution(pyro_ref):
+    import pyro.distributions as pdist
+
+    from miniprob.distributions.unit import Unit
+
+    for lib in (dist, pdist):
+        made = [
+            lib.Normal(0.0, 1.0),
+            lib.Normal(torch.zeros(2), 1.0).to_event(1),
+            lib.Normal(0.0, 1.0).mask(False),
+            lib.Delta(torch.zeros(2), event_dim=1),
+        ]
+        assert all(isinstance(d, lib.TorchDistribution) for d in made)
+    assert isinstance(Unit(torch.tensor(0.0)), dist.TorchDistribution)

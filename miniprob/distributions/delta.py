@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch.distributions import Distribution, constraints
 
-from .shape import ShapeHelpers
+from .shape import TorchDistribution
 
 
-class Delta(ShapeHelpers, Distribution):
+class Delta(TorchDistribution):
     """Point mass at ``v``; ``event_dim`` rightmost dims of ``v`` form the event.
 
     ``log_prob(x)`` is ``log_density`` where ``x == v`` and ``-inf`` elsewhere.

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-from torch.distributions import Distribution, constraints
+from torch.distributions import constraints
 
-from .shape import ShapeHelpers
+from .shape import TorchDistribution
 
 
-class Unit(ShapeHelpers, Distribution):
+class Unit(TorchDistribution):
     """Adds ``log_factor`` to the log density; ``factor`` statements observe it.
 
     Example::
