@@ -221,10 +221,12 @@ class ParamStore:
 
         Example::
 
-            >>> import torch
+            >>> import torch, warnings
             >>> store = ParamStore()
             >>> old = store.setdefault("w", torch.zeros(2))
-            >>> store.replace_param("w", torch.ones(2), old)
+            >>> with warnings.catch_warnings():  # the deprecation warning
+            ...     warnings.simplefilter("ignore")
+            ...     store.replace_param("w", torch.ones(2), old)
             >>> store["w"].tolist()
             [1.0, 1.0]
         """

@@ -429,6 +429,7 @@ def test_seed_needs_an_int():
 # ---- substitute -------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:pyro.module data did not find params")  # Pyro's, for "x"
 def test_substitute_replaces_params_only_as_in_pyro(pyro_ref):
     w, a = torch.tensor(5.0), torch.tensor(6.0)
     tr = trace(substitute(model, data={"w": w, "a": a})).get_trace()
