@@ -197,7 +197,7 @@ class PyroOptim:
                 # Kept until the step succeeds: a step that fails and removes ``p`` again
                 # leaves the state waiting for the next one.
                 self._restored[name] = self._pending.pop(name)
-                self._load_param_state(p, pending)
+                self._load_param_state(p, pending, args)
         return self._owner[p][1]
 
     def _construct(self, name: str | None, p: torch.Tensor, args: dict) -> torch.optim.Optimizer:
@@ -226,13 +226,15 @@ class PyroOptim:
     # Hyperparameters a schedule changes over time: not compared when state is loaded.
     _scheduled_keys: tuple[str, ...] = ()
 
-    def _load_param_state(self, p: torch.Tensor, state: dict) -> None:
+    def _load_param_state(self, p: torch.Tensor, state: dict, args: dict | None = None) -> None:
         """Give ``p`` its saved state and hyperparameters, through torch's ``load_state_dict``
         (which casts tensors to ``p``'s dtype and device and upgrades older formats). Saved
         hyperparameters other than its group's give ``p`` an optimizer of its own, as in Pyro,
         instead of changing those of the parameters it shares one with."""
         name, opt = self._owner[p]
-        loaded = self._construct(name, p, self._args_for(name))
+        # ``args``: the optimizer arguments already resolved for ``p`` (a callable is not
+        # asked twice).
+        loaded = self._construct(name, p, self._args_for(name) if args is None else args)
         # Keys the saved group lacks keep the optimizer's values for them.
         defaults = {k: v for k, v in loaded.param_groups[0].items() if k != "params"}
         group = {**defaults, **state["param_groups"][0]}
