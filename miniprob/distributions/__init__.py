@@ -23,6 +23,7 @@ from torch.distributions import Distribution, kl_divergence, register_kl  # noqa
 
 from . import constraints, transforms  # noqa: F401
 from .delta import Delta  # noqa: F401
+from .fast_paths import FAST_METHODS
 from .shape import (  # noqa: F401
     Independent,
     MaskedDistribution,
@@ -46,6 +47,7 @@ def _with_helpers(cls: type) -> type:
         cls.__init__(self, *args, validate_args=validate_args, **kwargs)
 
     attrs = {"__module__": __name__, "__doc__": doc, "__init__": __init__}
+    attrs.update(FAST_METHODS.get(cls.__name__, {}))  # bitwise-exact shortcuts (Normal, ...)
     return type(cls.__name__, (TorchDistribution, cls), attrs)
 
 

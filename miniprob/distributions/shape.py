@@ -271,6 +271,13 @@ class MaskedDistribution(TorchDistribution):
 class Independent(TorchDistribution, torch.distributions.Independent):
     """torch's ``Independent`` with the shape helpers; ``to_event`` merges instead of nesting."""
 
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if self.reinterpreted_batch_ndims != 1:
+            return super().log_prob(value)
+        # torch first reshapes to the same shape: a view with the same strides (so the same
+        # sum, bit for bit) that only adds a node for every backward pass to visit.
+        return self.base_dist.log_prob(value).sum(-1)
+
     def to_event(self, reinterpreted_batch_ndims: int | None = None) -> Distribution:
         if reinterpreted_batch_ndims is None:
             reinterpreted_batch_ndims = len(self.batch_shape)

@@ -1,0 +1,108 @@
+"""Shortcuts for the distributions every SVI step builds, bitwise the same as torch's code.
+
+``Normal`` and ``Bernoulli`` are built and scored at nearly every site. torch's constructors
+send their arguments through ``broadcast_all`` (type checks, then ``broadcast_tensors``) even
+when they already agree, and ``Normal.log_prob`` negates the squared distance before dividing
+it: one more op, and one more node for every backward pass to visit. The methods here take a
+shortcut only where it cannot change a bit of a value or of a gradient, and leave every other
+case (validation on, tensor subclasses, arguments still to broadcast, ``torch.jit.trace``) to
+torch's code.
+
+Why the shortcuts are exact: two plain tensors of one shape come out of ``broadcast_tensors``
+as the same objects; ``a / (-2 * v)`` rounds to ``-(a / (2 * v))`` (IEEE division is symmetric
+in sign and scaling by a power of two is exact), and so do its gradients, sign for sign.
+``tests/test_fast_paths.py`` compares values and gradients with torch's classes, bit for bit.
+
+Example::
+
+    >>> import torch
+    >>> import miniprob.distributions as dist
+    >>> loc, scale = torch.zeros(3), torch.ones(3)
+    >>> x = torch.tensor([0.0, 1.0, -2.0])
+    >>> fast = dist.Normal(loc, scale).log_prob(x)
+    >>> torch.equal(fast, torch.distributions.Normal(loc, scale).log_prob(x))
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Number
+
+import torch
+from torch.distributions import Bernoulli, Normal
+from torch.nn.functional import binary_cross_entropy_with_logits
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # exact types: subclasses may override torch ops
+_SCALARS = (float, int)
+_NO_SHAPE = torch.Size()
+_LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))  # torch's constant, computed the same way
+
+
+def normal_init(
+    self: Normal,
+    loc: torch.Tensor | float,
+    scale: torch.Tensor | float,
+    validate_args: bool | None = None,
+) -> None:
+    """``Normal.__init__`` without ``broadcast_all`` for two tensors of one shape or two
+    Python numbers."""
+    if not validate_args and not torch.jit.is_tracing():  # tracing: shapes are traced values
+        if type(loc) in _PLAIN and type(scale) in _PLAIN and loc.shape == scale.shape:
+            shape = loc.shape
+        elif type(loc) in _SCALARS and type(scale) in _SCALARS:
+            dtype = torch.get_default_dtype()
+            loc, scale = torch.tensor(loc, dtype=dtype), torch.tensor(scale, dtype=dtype)
+            shape = _NO_SHAPE
+        else:
+            shape = None
+        if shape is not None:
+            self.loc, self.scale = loc, scale
+            self._batch_shape, self._event_shape = shape, _NO_SHAPE
+            self._validate_args = False
+            return
+    Normal.__init__(self, loc, scale, validate_args=bool(validate_args))
+
+
+def normal_log_prob(self: Normal, value: torch.Tensor) -> torch.Tensor:
+    """torch's Normal log density with the negation folded into the divisor."""
+    if self._validate_args:
+        return Normal.log_prob(self, value)
+    scale = self.scale
+    return (value - self.loc).pow(2).div(-2 * scale.pow(2)) - scale.log() - _LOG_SQRT_2PI
+
+
+def bernoulli_init(
+    self: Bernoulli,
+    probs: torch.Tensor | Number | None = None,
+    logits: torch.Tensor | Number | None = None,
+    validate_args: bool | None = None,
+) -> None:
+    """``Bernoulli.__init__`` without ``broadcast_all`` for one plain tensor."""
+    if not validate_args:
+        if probs is None and type(logits) in _PLAIN:
+            self.logits = self._param = logits
+        elif logits is None and type(probs) in _PLAIN:
+            self.probs = self._param = probs
+        else:
+            Bernoulli.__init__(self, probs, logits, validate_args=False)
+            return
+        self._batch_shape, self._event_shape = self._param.shape, _NO_SHAPE
+        self._validate_args = False
+        return
+    Bernoulli.__init__(self, probs, logits, validate_args=validate_args)
+
+
+def bernoulli_log_prob(self: Bernoulli, value: torch.Tensor) -> torch.Tensor:
+    """torch's Bernoulli log density, without broadcasting a value of the logits' shape."""
+    if not self._validate_args and type(value) in _PLAIN and not torch.jit.is_tracing():
+        logits = self.logits
+        if logits.shape == value.shape:
+            return -binary_cross_entropy_with_logits(logits, value, reduction="none")
+    return Bernoulli.log_prob(self, value)
+
+
+FAST_METHODS = {
+    "Normal": {"__init__": normal_init, "log_prob": normal_log_prob},
+    "Bernoulli": {"__init__": bernoulli_init, "log_prob": bernoulli_log_prob},
+}

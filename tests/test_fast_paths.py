@@ -1,0 +1,182 @@
+"""The distributions' shortcuts (miniprob.distributions.fast_paths, Independent.log_prob) give
+bit for bit torch's values and gradients, and leave every other case to torch's code."""
+
+import warnings
+
+import pytest
+import torch
+import torch.distributions as td
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import miniprob.distributions as dist
+
+floats = st.floats(-1e3, 1e3, allow_nan=False, width=32)
+positive = st.floats(1e-3, 1e3, width=32)
+shapes = st.sampled_from([(), (1,), (3,), (2, 3)])
+
+
+def tensors(draw, shape, elements):
+    n = 1
+    for s in shape:
+        n *= s
+    return torch.tensor(draw(st.lists(elements, min_size=n, max_size=n))).reshape(shape)
+
+
+def grads(fn, *leaves):
+    """The value of ``fn(*leaves)`` and the gradients of its sum, through exp/mul nodes as at
+    a real site (the leaves' gradients collect contributions from several paths)."""
+    leaves = [x.detach().clone().requires_grad_() for x in leaves]
+    value = fn(*leaves)
+    value.sum().backward()
+    return value.detach(), [x.grad for x in leaves]
+
+
+def assert_bitwise(a, b):
+    (va, ga), (vb, gb) = a, b
+    assert torch.equal(va, vb)
+    for x, y in zip(ga, gb, strict=True):
+        assert (x is None and y is None) or torch.equal(x, y)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data(), shapes)
+def test_normal_log_prob_and_gradients_match_torch_bitwise(data, shape):
+    loc = tensors(data.draw, shape, floats)
+    log_scale = tensors(data.draw, shape, st.floats(-5, 5, width=32))
+    noise = tensors(data.draw, shape, floats)
+
+    def score(cls):
+        def fn(loc, log_scale, noise):
+            scale = log_scale.exp()
+            x = loc + noise * scale  # the value depends on loc and scale too, as with rsample
+            return cls(loc, scale).log_prob(x) - cls(loc * 2, scale).log_prob(x)
+
+        return fn
+
+    assert_bitwise(
+        grads(score(dist.Normal), loc, log_scale, noise),
+        grads(score(td.Normal), loc, log_scale, noise),
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data(), shapes, st.sampled_from(["probs", "logits"]))
+def test_bernoulli_log_prob_and_gradients_match_torch_bitwise(data, shape, kind):
+    raw = tensors(data.draw, shape, st.floats(-10, 10, width=32))
+    value = tensors(data.draw, shape, st.sampled_from([0.0, 1.0]))
+
+    def score(cls):
+        def fn(raw):
+            arg = raw.sigmoid() if kind == "probs" else raw * 1.0
+            return cls(**{kind: arg}).log_prob(value)
+
+        return fn
+
+    assert_bitwise(grads(score(dist.Bernoulli), raw), grads(score(td.Bernoulli), raw))
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_independent_log_prob_matches_torch_bitwise(n):
+    torch.manual_seed(0)
+    loc = torch.randn(4, 3, 5)
+    x = torch.randn(4, 3, 5)
+
+    def score(cls_normal, cls_independent):
+        return lambda loc: cls_independent(cls_normal(loc, 1.5), n).log_prob(x)
+
+    expected = grads(score(td.Normal, td.Independent), loc)
+    assert_bitwise(grads(score(dist.Normal, dist.Independent), loc), expected)
+    # a non-contiguous log density (a transposed value): same geometry, same bits
+    xt = torch.randn(4, 5, 3).transpose(-1, -2)
+    got = dist.Independent(dist.Normal(loc, 1.5), n).log_prob(xt)
+    assert torch.equal(got, td.Independent(td.Normal(loc, 1.5), n).log_prob(xt))
+
+
+@pytest.mark.parametrize(
+    "loc, scale",
+    [
+        (0.0, 1.0),
+        (2, 3),
+        (torch.zeros(3), 1.0),
+        (0.5, torch.ones(2, 1)),
+        (torch.zeros(3), torch.ones(2, 1)),
+        (torch.zeros((), dtype=torch.float64), torch.ones(3)),
+    ],
+)
+def test_normal_built_like_torch(loc, scale):
+    ours, theirs = dist.Normal(loc, scale), td.Normal(loc, scale)
+    for name in ("loc", "scale", "mean", "stddev"):
+        a, b = getattr(ours, name), getattr(theirs, name)
+        assert a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b), name
+    assert ours.batch_shape == theirs.batch_shape and ours.event_shape == theirs.event_shape
+    x = torch.linspace(-2, 2, 6).reshape(6, *[1] * len(ours.batch_shape))
+    assert torch.equal(ours.log_prob(x), theirs.log_prob(x))
+
+
+def test_normal_of_python_numbers_uses_the_default_dtype():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert dist.Normal(0.0, 1.0).loc.dtype == torch.float64
+    finally:
+        torch.set_default_dtype(old)
+
+
+def test_shortcuts_keep_the_argument_tensors_themselves():
+    loc, scale, logits = torch.zeros(3), torch.ones(3), torch.zeros(3)
+    d = dist.Normal(loc, scale)
+    assert d.loc is loc and d.scale is scale
+    assert dist.Bernoulli(logits=logits).logits is logits
+
+
+def test_validation_still_goes_through_torch():
+    with pytest.raises(ValueError, match="scale"):
+        dist.Normal(torch.zeros(2), -torch.ones(2), validate_args=True)
+    with pytest.raises(ValueError, match="probs"):
+        dist.Bernoulli(probs=torch.full((2,), 1.5), validate_args=True)
+    d = dist.Normal(torch.zeros(2), torch.ones(2), validate_args=True)
+    with pytest.raises(ValueError):
+        d.log_prob(torch.tensor([float("nan"), 0.0]))
+    b = dist.Bernoulli(probs=torch.full((2,), 0.5), validate_args=True)
+    with pytest.raises(ValueError):
+        b.log_prob(torch.tensor([0.5, 1.0]))
+
+
+def test_bernoulli_broadcasts_values_like_torch():
+    logits = torch.randn(3)
+    value = torch.tensor([[0.0], [1.0]])
+    assert torch.equal(
+        dist.Bernoulli(logits=logits).log_prob(value), td.Bernoulli(logits=logits).log_prob(value)
+    )
+    assert torch.equal(
+        dist.Bernoulli(0.3).log_prob(torch.ones(2)), td.Bernoulli(0.3).log_prob(torch.ones(2))
+    )
+    with pytest.raises(ValueError, match="probs.*logits|Either"):
+        dist.Bernoulli()
+
+
+def test_expand_and_second_derivatives_work_through_the_shortcuts():
+    loc = torch.tensor([0.5, -1.0], requires_grad=True)
+    d = dist.Normal(loc, torch.ones(2)).expand([4, 2])
+    assert d.batch_shape == (4, 2)
+    lp = d.log_prob(torch.zeros(4, 2)).sum()
+    (g,) = torch.autograd.grad(lp, loc, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), loc)
+    assert torch.equal(g.detach(), -4 * loc.detach()) and torch.equal(h, torch.full((2,), -4.0))
+
+
+def test_jit_trace_goes_through_torch_without_warnings_of_ours():
+    def f(loc, x):
+        lp = dist.Normal(loc, torch.ones(3)).log_prob(x)
+        return lp + dist.Bernoulli(logits=loc).log_prob(torch.ones(3))
+
+    loc, x = torch.zeros(3), torch.randn(3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        traced = torch.jit.trace(f, (loc, x), check_trace=False)
+    assert not [w for w in caught if "miniprob" in w.filename]
+    y = torch.randn(3)
+    expected = td.Normal(loc + 1, torch.ones(3)).log_prob(y)
+    expected = expected + td.Bernoulli(logits=loc + 1).log_prob(torch.ones(3))
+    assert torch.equal(traced(loc + 1, y), expected)
