@@ -50,7 +50,8 @@ def test_normal_log_prob_and_gradients_match_torch_bitwise(data, shape):
         def fn(loc, log_scale, noise):
             scale = log_scale.exp()
             x = loc + noise * scale  # the value depends on loc and scale too, as with rsample
-            return cls(loc, scale).log_prob(x) - cls(loc * 2, scale).log_prob(x)
+            lp = cls(loc, scale).log_prob(x) - cls(loc * 2, scale).log_prob(x)
+            return lp + cls(loc, 1.5).log_prob(x) + cls(0.5, scale).log_prob(x)
 
         return fn
 
@@ -58,6 +59,25 @@ def test_normal_log_prob_and_gradients_match_torch_bitwise(data, shape):
         grads(score(dist.Normal), loc, log_scale, noise),
         grads(score(td.Normal), loc, log_scale, noise),
     )
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data(), shapes)
+def test_log_normal_log_prob_and_gradients_match_torch_bitwise(data, shape):
+    loc = tensors(data.draw, shape, st.floats(-5, 5, width=32))
+    log_scale = tensors(data.draw, shape, st.floats(-3, 3, width=32))
+    noise = tensors(data.draw, shape, st.floats(-5, 5, width=32))
+
+    def score(cls):
+        def fn(loc, log_scale, noise):
+            scale = log_scale.exp()
+            x = (loc + noise * scale).exp()
+            return cls(loc, scale).log_prob(x) + cls(0.0, 1.0).log_prob(x)
+
+        return fn
+
+    ours, theirs = score(dist.LogNormal), score(td.LogNormal)
+    assert_bitwise(grads(ours, loc, log_scale, noise), grads(theirs, loc, log_scale, noise))
 
 
 @settings(max_examples=40, deadline=None)
@@ -138,6 +158,8 @@ def test_validation_still_goes_through_torch():
     d = dist.Normal(torch.zeros(2), torch.ones(2), validate_args=True)
     with pytest.raises(ValueError):
         d.log_prob(torch.tensor([float("nan"), 0.0]))
+    with pytest.raises(ValueError):
+        dist.LogNormal(torch.zeros(2), torch.ones(2), validate_args=True).log_prob(-torch.ones(2))
     b = dist.Bernoulli(probs=torch.full((2,), 0.5), validate_args=True)
     with pytest.raises(ValueError):
         b.log_prob(torch.tensor([0.5, 1.0]))

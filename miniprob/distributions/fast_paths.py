@@ -30,7 +30,7 @@ import math
 from numbers import Number
 
 import torch
-from torch.distributions import Bernoulli, Normal
+from torch.distributions import Bernoulli, LogNormal, Normal
 from torch.nn.functional import binary_cross_entropy_with_logits
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)  # exact types: subclasses may override torch ops
@@ -39,26 +39,37 @@ _NO_SHAPE = torch.Size()
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))  # torch's constant, computed the same way
 
 
+def _broadcast_pair(a: object, b: object) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``broadcast_all(a, b)`` for plain tensors and Python numbers; None for anything else."""
+    ta, tb = type(a), type(b)
+    if ta in _PLAIN:
+        if tb in _PLAIN:
+            return (a, b) if a.shape == b.shape else torch.broadcast_tensors(a, b)
+        if tb in _SCALARS:
+            b = torch.tensor(b, dtype=a.dtype, device=a.device)
+            return a, (b.expand(a.shape) if a.dim() else b)
+    elif ta in _SCALARS:
+        if tb in _PLAIN:
+            a = torch.tensor(a, dtype=b.dtype, device=b.device)
+            return (a.expand(b.shape) if b.dim() else a), b
+        if tb in _SCALARS:
+            dtype = torch.get_default_dtype()
+            return torch.tensor(a, dtype=dtype), torch.tensor(b, dtype=dtype)
+    return None
+
+
 def normal_init(
     self: Normal,
     loc: torch.Tensor | float,
     scale: torch.Tensor | float,
     validate_args: bool | None = None,
 ) -> None:
-    """``Normal.__init__`` without ``broadcast_all`` for two tensors of one shape or two
-    Python numbers."""
+    """``Normal.__init__`` without ``broadcast_all``'s checks for tensors and numbers."""
     if not validate_args and not torch.jit.is_tracing():  # tracing: shapes are traced values
-        if type(loc) in _PLAIN and type(scale) in _PLAIN and loc.shape == scale.shape:
-            shape = loc.shape
-        elif type(loc) in _SCALARS and type(scale) in _SCALARS:
-            dtype = torch.get_default_dtype()
-            loc, scale = torch.tensor(loc, dtype=dtype), torch.tensor(scale, dtype=dtype)
-            shape = _NO_SHAPE
-        else:
-            shape = None
-        if shape is not None:
-            self.loc, self.scale = loc, scale
-            self._batch_shape, self._event_shape = shape, _NO_SHAPE
+        pair = _broadcast_pair(loc, scale)
+        if pair is not None:
+            self.loc, self.scale = pair
+            self._batch_shape, self._event_shape = self.loc.shape, _NO_SHAPE
             self._validate_args = False
             return
     Normal.__init__(self, loc, scale, validate_args=bool(validate_args))
@@ -70,6 +81,14 @@ def normal_log_prob(self: Normal, value: torch.Tensor) -> torch.Tensor:
         return Normal.log_prob(self, value)
     scale = self.scale
     return (value - self.loc).pow(2).div(-2 * scale.pow(2)) - scale.log() - _LOG_SQRT_2PI
+
+
+def log_normal_log_prob(self: LogNormal, value: torch.Tensor) -> torch.Tensor:
+    """``TransformedDistribution.log_prob`` written out for LogNormal's one ``exp``."""
+    if self._validate_args:
+        return LogNormal.log_prob(self, value)
+    x = value.log()
+    return (0.0 - x) + normal_log_prob(self.base_dist, x)
 
 
 def bernoulli_init(
@@ -104,5 +123,6 @@ def bernoulli_log_prob(self: Bernoulli, value: torch.Tensor) -> torch.Tensor:
 
 FAST_METHODS = {
     "Normal": {"__init__": normal_init, "log_prob": normal_log_prob},
+    "LogNormal": {"log_prob": log_normal_log_prob},
     "Bernoulli": {"__init__": bernoulli_init, "log_prob": bernoulli_log_prob},
 }
