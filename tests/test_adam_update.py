@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import io
+
 import pytest
 import torch
 
@@ -133,3 +136,134 @@ def test_miniprob_adam_equals_torch_adam_over_svi_like_steps():
         ref_opt.step()
         ref_opt.zero_grad()
     assert torch.equal(pyro.param("w").detach(), ref.detach())
+
+
+# ---- the flat update: a whole group's state in flat buffers ------------------------------
+FLAT_SHAPES = [(), (1,), (3,), (17,), (50,), (33, 7), (2, 3, 5), (0,), (128, 64)]
+FLAT_OPTIONS = [o for o in OPTIONS if not o.get("amsgrad") and not o.get("foreach")]
+
+
+def _flat_pair(dtype=torch.float32, **options):
+    a = [torch.randn(s, dtype=dtype).requires_grad_() for s in FLAT_SHAPES]
+    # a non-contiguous parameter (a transposed weight) and its gradient
+    a.append(torch.randn(7, 4, dtype=dtype).t().requires_grad_())
+    b = [x.detach().clone().requires_grad_() for x in a]
+    kw = {"lr": 0.01, **options}
+    return a, b, torch.optim.Adam(a, **kw), torch.optim.Adam(b, **kw)
+
+
+def _grads(a, b, scale=1.0):
+    for x, y in zip(a, b, strict=True):
+        g = torch.randn(x.shape, dtype=x.dtype) * scale
+        if x.dim() == 2 and not x.is_contiguous():
+            g = g.t().contiguous().t()
+        x.grad, y.grad = g.clone(), g.clone()
+
+
+def _assert_same(a, b, opt_a, opt_b):
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+        assert opt_a.state[x].keys() == opt_b.state[y].keys()
+        for key, value in opt_a.state[x].items():
+            other = opt_b.state[y][key]
+            assert value.shape == other.shape and value.dtype == other.dtype, key
+            assert torch.equal(value, other), key
+
+
+@pytest.mark.parametrize("options", FLAT_OPTIONS, ids=str)
+def test_flat_update_equals_torch_adam_bitwise(options):
+    torch.manual_seed(0)
+    a, b, opt_a, opt_b = _flat_pair(**options)
+    for i in range(40):
+        _grads(a, b, scale=10.0 ** (i % 7 - 3))  # tiny to large gradients
+        opt_a.step()
+        if not adam_step(opt_b):
+            opt_b.step()
+        if i >= 1:
+            assert opt_b._miniprob_flat, "the flat update should be in use"
+    _assert_same(a, b, opt_a, opt_b)
+    assert opt_a.state_dict()["param_groups"] == opt_b.state_dict()["param_groups"]
+    # the state reads as torch's: one tensor per parameter, its shape, a 0-dim step count
+    state = opt_b.state_dict()["state"]
+    assert all(s["step"].dim() == 0 and s["step"].item() == 40 for s in state.values())
+
+
+def test_flat_update_follows_loaded_state_missing_gradients_and_new_parameters():
+    torch.manual_seed(1)
+    a, b, opt_a, opt_b = _flat_pair()
+
+    def step():
+        opt_a.step()
+        if not adam_step(opt_b):
+            opt_b.step()
+
+    for i in range(30):
+        _grads(a, b)
+        if i == 10:  # load a state saved earlier into both (replaces the flat buffers' views)
+            saved = copy.deepcopy(opt_a.state_dict())
+        if i == 15:
+            opt_a.load_state_dict(copy.deepcopy(saved))
+            opt_b.load_state_dict(copy.deepcopy(saved))
+        if i in (20, 21):  # a parameter without a gradient: step counts part ways
+            a[3].grad = b[3].grad = None
+        if i == 25:  # state written into by hand, as torch allows
+            for opt, x in ((opt_a, a[1]), (opt_b, b[1])):
+                opt.state[x]["exp_avg"] = torch.full_like(x, 0.5)
+        step()
+    _assert_same(a, b, opt_a, opt_b)
+    # step counts that agree again let the group go flat again; a new parameter joins later
+    for opt, params in ((opt_a, a), (opt_b, b)):
+        for x in params:
+            opt.state[x]["step"] = torch.tensor(7.0)
+    x_new, y_new = torch.randn(4).requires_grad_(), None
+    y_new = x_new.detach().clone().requires_grad_()
+    opt_a.add_param_group({"params": [x_new]})
+    opt_b.add_param_group({"params": [y_new]})
+    a.append(x_new)
+    b.append(y_new)
+    for _ in range(5):
+        _grads(a, b)
+        step()
+    assert opt_b._miniprob_flat
+    _assert_same(a, b, opt_a, opt_b)
+
+
+def test_mixed_dtypes_and_amsgrad_update_tensor_by_tensor():
+    torch.manual_seed(2)
+    for make in (
+        lambda: _flat_pair(amsgrad=True),
+        lambda: _mixed_dtype_pair(),
+    ):
+        a, b, opt_a, opt_b = make()
+        for _ in range(5):
+            _grads(a, b)
+            opt_a.step()
+            if not adam_step(opt_b):
+                opt_b.step()
+        assert not opt_b._miniprob_flat
+        _assert_same(a, b, opt_a, opt_b)
+
+
+def _mixed_dtype_pair():
+    a = [torch.randn(3).requires_grad_(), torch.randn(2, dtype=torch.float64).requires_grad_()]
+    b = [x.detach().clone().requires_grad_() for x in a]
+    return a, b, torch.optim.Adam(a, lr=0.01), torch.optim.Adam(b, lr=0.01)
+
+
+def test_flat_state_survives_pickling_and_deepcopy_as_torch_state():
+    torch.manual_seed(3)
+    a, b, opt_a, opt_b = _flat_pair()
+    for _ in range(3):
+        _grads(a, b)
+        opt_a.step()
+        if not adam_step(opt_b):
+            opt_b.step()
+    clone = copy.deepcopy(opt_b)
+    assert not getattr(clone, "_miniprob_flat", None)
+    buffer = io.BytesIO()
+    torch.save(opt_b.state_dict(), buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer)
+    for i, x in enumerate(a):
+        for key, value in opt_a.state[x].items():
+            assert torch.equal(loaded["state"][i][key], value)

@@ -6,9 +6,17 @@ layers. For 2 scalar parameters that is ~70 us of a ~460 us SVI step. :func:`ada
 same tensor operations in the same order on the optimizer's own state (so ``state_dict``,
 checkpoints and LR schedulers see a ``torch.optim.Adam``), and leaves every case it does not
 reproduce bitwise to ``step()``: a parameter's first update (which creates its state), options
-other than the CPU defaults, tensor hyperparameters, hooks. Below :data:`FOREACH_MIN_PARAMS`
-parameters it runs torch's per-tensor loop; from there on torch's multi-tensor ("foreach")
-operations, which give bitwise the same numbers on CPU.
+other than the CPU defaults, tensor hyperparameters, hooks.
+
+Adam is elementwise, so the update of many tensors is the update of one: once every parameter
+of a group has state and the same step count, the group's state moves into flat buffers (the
+optimizer's state tensors become views of them) and each operation runs once over all the
+group's elements, instead of once per tensor (~1.5 us each, whatever the size: 8 of them per
+parameter). Gradients and parameters are copied in and out around it. Where that does not
+apply (parameters without a gradient this step, different step counts, amsgrad, mixed dtypes)
+the update runs tensor by tensor: torch's per-tensor loop below :data:`FOREACH_MIN_PARAMS`
+parameters, its multi-tensor ("foreach") operations from there on, which give bitwise the same
+numbers on CPU.
 
 Example::
 
@@ -74,10 +82,17 @@ def adam_step(opt: torch.optim.Optimizer) -> bool:
         or _global_optimizer_post_hooks
     ):
         return False
+    flats = opt.__dict__.setdefault("_miniprob_flat", {})
     work = []
-    for group in opt.param_groups:
+    for index, group in enumerate(opt.param_groups):
         if not _group_supported(group):
+            flats.clear()
             return False
+        flat = flats.get(index)
+        if flat is not None and flat.matches(opt, group["params"]):
+            work.append((group, flat, None, None))
+            continue
+        flats.pop(index, None)
         params, grads, states = [], [], []
         for p in group["params"]:
             grad = p.grad
@@ -92,19 +107,126 @@ def adam_step(opt: torch.optim.Optimizer) -> bool:
                 or not isinstance(state["step"], torch.Tensor)
                 or not state["step"].is_cpu
             ):
+                flats.clear()  # torch's step() will change the state
                 return False
             params.append(p)
             grads.append(grad)
             states.append(state)
         if params:
-            work.append((group, params, grads, states))
+            if len(params) == len(group["params"]) and _FlatState.applies(group, params, states):
+                flats[index] = flat = _FlatState(opt, params, states)
+                work.append((group, flat, None, None))
+            else:
+                work.append((group, params, grads, states))
     with torch.no_grad():
         for group, params, grads, states in work:
-            if len(params) >= FOREACH_MIN_PARAMS:
+            if isinstance(params, _FlatState):
+                params.step(group)
+            elif len(params) >= FOREACH_MIN_PARAMS:
                 _multi_tensor(group, params, grads, states)
             else:
                 _single_tensor(group, params, grads, states)
     return True
+
+
+class _FlatState:
+    """A group's Adam state in flat buffers, the optimizer's state tensors views of them.
+
+    Valid while the group's parameters, their state dicts and the tensors in them are the
+    ones it was built from (``load_state_dict`` and miniprob's state loading replace them)
+    and every parameter has a gradient; built only where all step counts agree, which the
+    flat update keeps so.
+    """
+
+    @staticmethod
+    def applies(group: dict, params: list, states: list) -> bool:
+        if group["amsgrad"]:
+            return False
+        p0, s0 = params[0], states[0]
+        dtype, step_dtype, step = p0.dtype, s0["step"].dtype, s0["step"].item()
+        for p, state in zip(params, states, strict=True):
+            if (
+                p.dtype != dtype
+                or p.grad.dtype != dtype
+                or p.grad.layout != torch.strided
+                or state["exp_avg"].dtype != dtype
+                or state["exp_avg_sq"].dtype != dtype
+                or state["step"].dtype != step_dtype
+                or state["step"].dim() != 0
+                or state["step"].item() != step
+            ):
+                return False
+        return True
+
+    def __init__(self, opt: torch.optim.Optimizer, params: list, states: list) -> None:
+        self.state_of = opt.state
+        self.params = params
+        self.states = states
+        self.count = states[0]["step"].item()
+
+        def buffer_and_views(dtype: torch.dtype) -> tuple[torch.Tensor, list]:
+            buffer = torch.empty(sum(p.numel() for p in params), dtype=dtype)
+            return buffer, torch._C._nn.unflatten_dense_tensors(buffer, params)
+
+        self.exp_avg, self.exp_avg_views = buffer_and_views(params[0].dtype)
+        self.exp_avg_sq, self.exp_avg_sq_views = buffer_and_views(params[0].dtype)
+        self.param_buffer, self.param_views = buffer_and_views(params[0].dtype)
+        self.grad_buffer, self.grad_views = buffer_and_views(params[0].dtype)
+        self.steps = torch.empty(len(params), dtype=states[0]["step"].dtype)
+        self.step_views = list(self.steps.unbind())
+        torch._foreach_copy_(self.exp_avg_views, [s["exp_avg"] for s in states])
+        torch._foreach_copy_(self.exp_avg_sq_views, [s["exp_avg_sq"] for s in states])
+        self.steps.fill_(self.count)
+        for state, exp_avg, exp_avg_sq, step in zip(
+            states, self.exp_avg_views, self.exp_avg_sq_views, self.step_views, strict=True
+        ):
+            state["exp_avg"], state["exp_avg_sq"], state["step"] = exp_avg, exp_avg_sq, step
+
+    def matches(self, opt: torch.optim.Optimizer, params: list) -> bool:
+        if opt.state is not self.state_of or len(params) != len(self.params):
+            return False
+        state_of = self.state_of
+        for p, own, state, exp_avg, exp_avg_sq, step in zip(
+            params,
+            self.params,
+            self.states,
+            self.exp_avg_views,
+            self.exp_avg_sq_views,
+            self.step_views,
+            strict=True,
+        ):
+            if (
+                p is not own
+                or p.grad is None
+                or state_of.get(p) is not state
+                or state["exp_avg"] is not exp_avg
+                or state["exp_avg_sq"] is not exp_avg_sq
+                or state["step"] is not step
+            ):
+                return False
+        return True
+
+    def step(self, group: dict) -> None:
+        """torch's per-tensor Adam, each operation over all the group's elements at once."""
+        lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        torch._foreach_copy_(self.grad_views, [p.grad for p in self.params])
+        torch._foreach_copy_(self.param_views, self.params)
+        grad, param = self.grad_buffer, self.param_buffer
+        if group["maximize"]:
+            grad = -grad
+        self.steps += 1
+        self.count += 1
+        if weight_decay != 0:
+            grad = grad.add(param, alpha=weight_decay)
+        self.exp_avg.lerp_(grad, 1 - beta1)
+        self.exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        step = float(self.count)
+        step_size = lr / (1 - beta1**step)
+        bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+        denom = (self.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
+        param.addcdiv_(self.exp_avg, denom, value=-step_size)
+        torch._foreach_copy_(self.params, self.param_views)
 
 
 def _single_tensor(group: dict, params: list, grads: list, states: list) -> None:
