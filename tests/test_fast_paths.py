@@ -33,10 +33,19 @@ def grads(fn, *leaves):
 
 
 def assert_bitwise(a, b):
+    """Equal bit for bit (NaN where the other has NaN: an overflowing draw gives NaN in both)."""
     (va, ga), (vb, gb) = a, b
-    assert torch.equal(va, vb)
+
+    def same(x, y):
+        assert x.dtype == y.dtype == torch.float32 and torch.equal(x.isnan(), y.isnan())
+        bits = [torch.where(t.isnan(), 0.0, t).view(torch.int32) for t in (x, y)]
+        assert torch.equal(*bits)  # -0.0 is not 0.0 here
+
+    same(va, vb)
     for x, y in zip(ga, gb, strict=True):
-        assert (x is None and y is None) or torch.equal(x, y)
+        assert (x is None) == (y is None)
+        if x is not None:
+            same(x, y)
 
 
 @settings(max_examples=60, deadline=None)
@@ -122,6 +131,11 @@ def test_independent_log_prob_matches_torch_bitwise(n):
         (0.5, torch.ones(2, 1)),
         (torch.zeros(3), torch.ones(2, 1)),
         (torch.zeros((), dtype=torch.float64), torch.ones(3)),
+        (torch.zeros(2), 1e300),  # out of float32's range: inf, as torch makes it
+        (-1e300, torch.ones(2, dtype=torch.float16)),
+        (2**70, 1.0),
+        (torch.zeros(2, dtype=torch.int64), 1.5),
+        (0.1, 1 / 3),
     ],
 )
 def test_normal_built_like_torch(loc, scale):
