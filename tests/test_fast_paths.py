@@ -216,3 +216,21 @@ def test_jit_trace_goes_through_torch_without_warnings_of_ours():
     expected = td.Normal(loc + 1, torch.ones(3)).log_prob(y)
     expected = expected + td.Bernoulli(logits=loc + 1).log_prob(torch.ones(3))
     assert torch.equal(traced(loc + 1, y), expected)
+
+
+@pytest.mark.parametrize("sample_shape", [(), (4,), torch.Size([2, 1])], ids=str)
+@pytest.mark.parametrize("shape", [(), (3,), (2, 3)], ids=str)
+def test_normal_rsample_draws_what_torch_draws(shape, sample_shape):
+    loc = torch.randn(shape)
+    log_scale = torch.randn(shape)
+
+    def draw(cls):
+        torch.manual_seed(5)
+        return grads(lambda m, s: cls(m, s.exp()).rsample(sample_shape), loc, log_scale)
+
+    assert_bitwise(draw(dist.Normal), draw(td.Normal))
+    expanded = dist.Normal(loc, 1.0).expand((5, *shape))
+    torch.manual_seed(6)
+    ours = expanded.rsample()
+    torch.manual_seed(6)
+    assert torch.equal(ours, td.Normal(loc, 1.0).expand((5, *shape)).rsample())

@@ -95,6 +95,16 @@ def normal_log_prob(self: Normal, value: torch.Tensor) -> torch.Tensor:
     return (value - self.loc).pow(2).div(-2 * scale.pow(2)) - scale.log() - _LOG_SQRT_2PI
 
 
+def normal_rsample(self: Normal, sample_shape: torch.Size = _NO_SHAPE) -> torch.Tensor:
+    """torch's ``Normal.rsample`` (the same draw: ``empty().normal_()``) without its shape
+    arithmetic for a single draw."""
+    if sample_shape or torch.jit.is_tracing():  # tracing: torch draws another way
+        return Normal.rsample(self, sample_shape)
+    loc = self.loc
+    eps = torch.empty(self._batch_shape, dtype=loc.dtype, device=loc.device).normal_()
+    return loc + eps * self.scale
+
+
 def log_normal_log_prob(self: LogNormal, value: torch.Tensor) -> torch.Tensor:
     """``TransformedDistribution.log_prob`` written out for LogNormal's one ``exp``."""
     if self._validate_args:
@@ -134,7 +144,7 @@ def bernoulli_log_prob(self: Bernoulli, value: torch.Tensor) -> torch.Tensor:
 
 
 FAST_METHODS = {
-    "Normal": {"__init__": normal_init, "log_prob": normal_log_prob},
+    "Normal": {"__init__": normal_init, "log_prob": normal_log_prob, "rsample": normal_rsample},
     "LogNormal": {"log_prob": log_normal_log_prob},
     "Bernoulli": {"__init__": bernoulli_init, "log_prob": bernoulli_log_prob},
 }
