@@ -175,6 +175,16 @@ class ELBO:
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The loss as a float; gradients accumulate on the parameters' unconstrained leaves."""
+        # The traces are gone by the time the backward pass runs (the helper's frame held
+        # them): their sites, distributions and tensors no longer crowd its working set.
+        value, surrogate = self._loss_and_surrogate(model, guide, args, kwargs)
+        if isinstance(surrogate, torch.Tensor) and surrogate.requires_grad:
+            surrogate.backward(retain_graph=self.retain_graph)
+        return value
+
+    def _loss_and_surrogate(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> tuple[float, Any]:
         particles = []  # kept for the report, should the loss be non-finite
         losses, surrogates = [], []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
@@ -189,9 +199,7 @@ class ELBO:
         value = float(loss)
         if not math.isfinite(value):
             raise_nonfinite(value, particles=particles)
-        if isinstance(surrogate, torch.Tensor) and surrogate.requires_grad:
-            surrogate.backward(retain_graph=self.retain_graph)
-        return value
+        return value, surrogate
 
     def __call__(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         """``elbo(model, guide, *args)`` is ``differentiable_loss``: ELBOs are loss callables."""
