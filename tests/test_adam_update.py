@@ -160,6 +160,15 @@ def _grads(a, b, scale=1.0):
         x.grad, y.grad = g.clone(), g.clone()
 
 
+def _steps(a, b, opt_a, opt_b, n):
+    """``n`` steps of torch's Adam and of ``adam_step`` (torch's where it does not apply)."""
+    for _ in range(n):
+        _grads(a, b)
+        opt_a.step()
+        if not adam_step(opt_b):
+            opt_b.step()
+
+
 def _assert_same(a, b, opt_a, opt_b):
     for x, y in zip(a, b, strict=True):
         assert torch.equal(x, y)
@@ -221,9 +230,7 @@ def test_flat_update_follows_loaded_state_missing_gradients_and_new_parameters()
     opt_b.add_param_group({"params": [y_new]})
     a.append(x_new)
     b.append(y_new)
-    for _ in range(5):
-        _grads(a, b)
-        step()
+    _steps(a, b, opt_a, opt_b, 5)
     assert opt_b._miniprob_flat
     _assert_same(a, b, opt_a, opt_b)
 
@@ -235,11 +242,7 @@ def test_mixed_dtypes_and_amsgrad_update_tensor_by_tensor():
         lambda: _mixed_dtype_pair(),
     ):
         a, b, opt_a, opt_b = make()
-        for _ in range(5):
-            _grads(a, b)
-            opt_a.step()
-            if not adam_step(opt_b):
-                opt_b.step()
+        _steps(a, b, opt_a, opt_b, 5)
         assert not opt_b._miniprob_flat
         _assert_same(a, b, opt_a, opt_b)
 
@@ -253,11 +256,7 @@ def _mixed_dtype_pair():
 def test_flat_state_survives_pickling_and_deepcopy_as_torch_state():
     torch.manual_seed(3)
     a, b, opt_a, opt_b = _flat_pair()
-    for _ in range(3):
-        _grads(a, b)
-        opt_a.step()
-        if not adam_step(opt_b):
-            opt_b.step()
+    _steps(a, b, opt_a, opt_b, 3)
     clone = copy.deepcopy(opt_b)
     assert not getattr(clone, "_miniprob_flat", None)
     buffer = io.BytesIO()
