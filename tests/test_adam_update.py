@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import warnings
 
 import pytest
 import torch
@@ -266,3 +267,80 @@ def test_flat_state_survives_pickling_and_deepcopy_as_torch_state():
     for i, x in enumerate(a):
         for key, value in opt_a.state[x].items():
             assert torch.equal(loaded["state"][i][key], value)
+
+
+def test_step_counts_changed_behind_the_flat_update_are_noticed():
+    """torch's own step() (as with a closure through miniprob's Adam, or with hooks) or a hand
+    edit moves the step counts in place; the flat update must not go on with its own count."""
+    pyro.clear_param_store()
+    ours = Adam({"lr": 0.1})
+    ref = [torch.tensor(1.0, requires_grad=True), torch.tensor(2.0, requires_grad=True)]
+    ref_opt = torch.optim.Adam(ref, lr=0.1)
+    for i in range(6):
+        ws = [pyro.param("a", torch.tensor(1.0)), pyro.param("b", torch.tensor(2.0))]
+        sum(w**2 for w in ws).backward()
+        leaves = [w.unconstrained() for w in ws]
+        if i == 3:
+            ours(leaves, closure=None)  # arguments: torch's step() runs
+        else:
+            ours(leaves)
+        for leaf in leaves:
+            leaf.grad = None
+        sum(r**2 for r in ref).backward()
+        ref_opt.step()
+        ref_opt.zero_grad()
+    assert [pyro.param(n).item() for n in "ab"] == [r.item() for r in ref]
+
+    torch.manual_seed(4)
+    a, b, opt_a, opt_b = _flat_pair()
+    _steps(a, b, opt_a, opt_b, 3)
+    for opt, params in ((opt_a, a), (opt_b, b)):
+        opt.state[params[2]]["step"].fill_(10.0)
+    _steps(a, b, opt_a, opt_b, 3)
+    _assert_same(a, b, opt_a, opt_b)
+
+
+@pytest.mark.parametrize(
+    "case", ["beta1 zero", "amsgrad switched on", "shared memory", "int steps", "float16"]
+)
+def test_cases_the_flat_update_leaves_to_the_per_tensor_update(case):
+    torch.manual_seed(5)
+    if case == "shared memory":
+        base_a = torch.randn(4, requires_grad=True)
+        base_b = base_a.detach().clone().requires_grad_()
+        a = [base_a[:3].detach().requires_grad_(), base_a[1:].detach().requires_grad_()]
+        b = [base_b[:3].detach().requires_grad_(), base_b[1:].detach().requires_grad_()]
+        opt_a, opt_b = torch.optim.Adam(a, lr=0.1), torch.optim.Adam(b, lr=0.1)
+    else:
+        options = {"betas": (0.0, 0.99)} if case == "beta1 zero" else {}
+        dtype = torch.float16 if case == "float16" else torch.float32
+        a, b, opt_a, opt_b = _flat_pair(dtype=dtype, **options)
+    _steps(a, b, opt_a, opt_b, 3)
+    if case == "amsgrad switched on":
+        for opt, params in ((opt_a, a), (opt_b, b)):
+            opt.param_groups[0]["amsgrad"] = True
+            for x in params:
+                opt.state[x]["max_exp_avg_sq"] = torch.zeros_like(x)
+    if case == "int steps":
+        for opt, params in ((opt_a, a), (opt_b, b)):
+            for x in params:
+                opt.state[x]["step"] = torch.tensor(3)
+    _steps(a, b, opt_a, opt_b, 4)
+    if case != "int steps":
+        assert not opt_b._miniprob_flat
+    _assert_same(a, b, opt_a, opt_b)
+
+
+def test_lr_scheduler_sees_the_update_as_an_optimizer_step():
+    p = torch.zeros(3, requires_grad=True)
+    opt = torch.optim.Adam([p], lr=0.1)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, 0.5)
+    p.grad = torch.ones(3)
+    opt.step()
+    sched.step()
+    opt._opt_called = False  # as after a scheduler is restored for a resumed optimizer
+    p.grad = torch.ones(3)
+    assert adam_step(opt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sched.step()

@@ -11,7 +11,8 @@ torch's code.
 Why the shortcuts are exact: two plain tensors of one shape come out of ``broadcast_tensors``
 as the same objects; ``a / (-2 * v)`` rounds to ``-(a / (2 * v))`` (IEEE division is symmetric
 in sign and scaling by a power of two is exact), and so do its gradients, sign for sign.
-``tests/test_fast_paths.py`` compares values and gradients with torch's classes, bit for bit.
+``tests/test_fast_paths.py`` compares values and gradients with torch's classes, bit for bit
+(a NaN may carry the other sign bit: torch negates it, the shortcut does not).
 
 Example::
 

@@ -12,9 +12,11 @@ Adam is elementwise, so the update of many tensors is the update of one: once ev
 of a group has state and the same step count, the group's state moves into flat buffers (the
 optimizer's state tensors become views of them) and each operation runs once over all the
 group's elements, instead of once per tensor (~1.5 us each, whatever the size: 8 of them per
-parameter). Gradients and parameters are copied in and out around it. Where that does not
-apply (parameters without a gradient this step, different step counts, amsgrad, mixed dtypes)
-the update runs tensor by tensor: torch's per-tensor loop below :data:`FOREACH_MIN_PARAMS`
+parameter). Gradients and parameters are copied in and out around it. State tensors a caller
+held before that no longer follow the optimizer's (read ``opt.state`` again, as ``state_dict``
+does). Where that does not apply (parameters without a gradient this step, different step
+counts, amsgrad, beta1 = 0, half-precision or mixed dtypes, parameters sharing memory) the
+update runs tensor by tensor: torch's per-tensor loop below :data:`FOREACH_MIN_PARAMS`
 parameters, its multi-tensor ("foreach") operations from there on, which give bitwise the same
 numbers on CPU.
 
@@ -41,6 +43,10 @@ from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimize
 
 FOREACH_MIN_PARAMS = 6
 """From this many parameters in a group on, the multi-tensor update is the faster one."""
+
+_FOREACH_EXACT = (torch.float32, torch.float64)
+"""Dtypes for which torch's multi-tensor Adam gives its per-tensor loop's bits on CPU (half
+types do not)."""
 
 _DEFAULT_FLAGS = (
     ("capturable", False),
@@ -89,7 +95,7 @@ def adam_step(opt: torch.optim.Optimizer) -> bool:
             flats.clear()
             return False
         flat = flats.get(index)
-        if flat is not None and flat.matches(opt, group["params"]):
+        if flat is not None and flat.matches(opt, group):
             work.append((group, flat, None, None))
             continue
         flats.pop(index, None)
@@ -122,10 +128,15 @@ def adam_step(opt: torch.optim.Optimizer) -> bool:
         for group, params, grads, states in work:
             if isinstance(params, _FlatState):
                 params.step(group)
-            elif len(params) >= FOREACH_MIN_PARAMS:
+            elif len(params) >= FOREACH_MIN_PARAMS and all(
+                p.dtype in _FOREACH_EXACT for p in params
+            ):
                 _multi_tensor(group, params, grads, states)
             else:
                 _single_tensor(group, params, grads, states)
+    # What the ``step`` an LR scheduler wraps would record: without it, the scheduler's first
+    # ``step()`` after a resume warns that it came before the optimizer's.
+    opt._opt_called = True
     return True
 
 
@@ -139,11 +150,23 @@ class _FlatState:
     """
 
     @staticmethod
-    def applies(group: dict, params: list, states: list) -> bool:
-        if group["amsgrad"]:
+    def group_applies(group: dict) -> bool:
+        # amsgrad keeps a fourth state tensor (left to the per-tensor update); beta1 == 0 makes
+        # lerp's weight 1, where its vectorized and scalar loops differ in the sign of a zero.
+        return not group["amsgrad"] and group["betas"][0] > 0.0
+
+    @classmethod
+    def applies(cls, group: dict, params: list, states: list) -> bool:
+        if not cls.group_applies(group):
             return False
         p0, s0 = params[0], states[0]
         dtype, step_dtype, step = p0.dtype, s0["step"].dtype, s0["step"].item()
+        if dtype not in _FOREACH_EXACT:  # half types round differently in vectorized loops
+            return False
+        # Parameters that share memory (views of one tensor, one listed twice) are updated one
+        # after the other by torch; copied in and out together they would not be.
+        if len({p.untyped_storage().data_ptr() for p in params}) != len(params):
+            return False
         for p, state in zip(params, states, strict=True):
             if (
                 p.dtype != dtype
@@ -177,15 +200,25 @@ class _FlatState:
         torch._foreach_copy_(self.exp_avg_views, [s["exp_avg"] for s in states])
         torch._foreach_copy_(self.exp_avg_sq_views, [s["exp_avg_sq"] for s in states])
         self.steps.fill_(self.count)
+        self.dtype = params[0].dtype
+        # What the step counts must read before the next flat update: anything else changed
+        # them in place (torch's own step(), a hand edit), and the cache is stale.
+        self.expected_steps = self.steps.clone()
         for state, exp_avg, exp_avg_sq, step in zip(
             states, self.exp_avg_views, self.exp_avg_sq_views, self.step_views, strict=True
         ):
             state["exp_avg"], state["exp_avg_sq"], state["step"] = exp_avg, exp_avg_sq, step
 
-    def matches(self, opt: torch.optim.Optimizer, params: list) -> bool:
-        if opt.state is not self.state_of or len(params) != len(self.params):
+    def matches(self, opt: torch.optim.Optimizer, group: dict) -> bool:
+        params = group["params"]
+        if (
+            opt.state is not self.state_of
+            or len(params) != len(self.params)
+            or not self.group_applies(group)
+            or not torch.equal(self.steps, self.expected_steps)
+        ):
             return False
-        state_of = self.state_of
+        state_of, dtype = self.state_of, self.dtype
         for p, own, state, exp_avg, exp_avg_sq, step in zip(
             params,
             self.params,
@@ -198,6 +231,7 @@ class _FlatState:
             if (
                 p is not own
                 or p.grad is None
+                or p.dtype is not dtype
                 or state_of.get(p) is not state
                 or state["exp_avg"] is not exp_avg
                 or state["exp_avg_sq"] is not exp_avg_sq
@@ -216,6 +250,7 @@ class _FlatState:
         if group["maximize"]:
             grad = -grad
         self.steps += 1
+        self.expected_steps += 1
         self.count += 1
         if weight_decay != 0:
             grad = grad.add(param, alpha=weight_decay)
@@ -265,7 +300,7 @@ def _multi_tensor(group: dict, params: list, grads: list, states: list) -> None:
     exp_avg_sqs = [s["exp_avg_sq"] for s in states]
     if group["maximize"]:
         grads = torch._foreach_neg(grads)
-    torch._foreach_add_(steps, 1.0)
+    torch._foreach_add_(steps, 1)
     if weight_decay != 0:
         if group["maximize"]:
             torch._foreach_add_(grads, params, alpha=weight_decay)
