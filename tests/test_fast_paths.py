@@ -70,6 +70,83 @@ def test_normal_log_prob_and_gradients_match_torch_bitwise(data, shape):
     )
 
 
+def same_bits(x, y):
+    """Equal dtype, shape and bits (NaN where the other has NaN), float32 or float64."""
+    assert x.dtype == y.dtype and x.shape == y.shape and torch.equal(x.isnan(), y.isnan())
+    as_int = torch.int32 if x.dtype == torch.float32 else torch.int64
+    assert torch.equal(*[torch.where(t.isnan(), 0.0, t).view(as_int) for t in (x, y)])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.data(),
+    shapes,
+    st.sampled_from([0.0, 0, -0.0, 0.5, "tensor"]),
+    st.sampled_from([1.0, 1, 1.5, "tensor"]),
+    st.sampled_from([(), (1,), (3,), (2, 1), (2, 3), (4, 2, 3)]),
+    st.sampled_from([torch.float32, torch.float64]),
+    st.booleans(),
+)
+def test_normal_of_a_zero_loc_or_a_unit_scale_matches_torch_bitwise(
+    data, shape, loc, scale, value_shape, value_dtype, expand
+):
+    # A loc of +0 or a scale of 1 given as a number drops ops from log_prob: the values, their
+    # dtype and shape (broadcasting), and the gradients stay torch's, before and after expand.
+    loc_t = tensors(data.draw, shape, floats)
+    log_scale = tensors(data.draw, shape, st.floats(-5, 5, width=32))
+    value = tensors(data.draw, value_shape, floats).to(value_dtype)
+
+    def score(cls):
+        def fn(value, loc_t, log_scale):
+            d = cls(
+                loc_t if loc == "tensor" else loc, log_scale.exp() if scale == "tensor" else scale
+            )
+            if expand:
+                d = d.expand((5, 1, 1, 1, *d.batch_shape))
+            return d.log_prob(value * 1.0)
+
+        return fn
+
+    (va, ga), (vb, gb) = (
+        grads(score(cls), value, loc_t, log_scale) for cls in (dist.Normal, td.Normal)
+    )
+    same_bits(va, vb)
+    for x, y in zip(ga, gb, strict=True):
+        assert (x is None) == (y is None)
+        if x is not None:
+            same_bits(x, y)
+
+
+def test_normal_marks_of_zero_loc_and_unit_scale_follow_changes():
+    x = torch.tensor([0.5, -1.0])
+    d = dist.Normal(0.0, 1.0)
+    d.loc.add_(1.0)  # written in place: no longer the +0 it was built from
+    assert torch.equal(d.log_prob(x), td.Normal(1.0, 1.0).log_prob(x))
+    base = dist.Normal(0.0, 1.0)
+    d = base.expand([2])
+    base.scale.mul_(3.0)  # an expanded view shares its base's version counter
+    assert torch.equal(d.log_prob(x), td.Normal(0.0, 3.0).log_prob(x))
+    d = dist.Normal(0.0, 1.0)
+    d.loc, d.scale = torch.tensor(2.0), torch.tensor(0.5)  # replaced
+    assert torch.equal(d.log_prob(x), td.Normal(2.0, 0.5).log_prob(x))
+    assert dist.Normal(-0.0, 2.0)._zero_loc is None and dist.Normal(True, 1.0)._unit_scale is None
+
+
+def test_standard_normal_log_prob_takes_three_ops():
+    def ops(d):
+        x = torch.zeros(3, requires_grad=True)
+        node, names = d.log_prob(x).grad_fn, []
+        while node is not None and type(node).__name__ != "AccumulateGrad":
+            names.append(type(node).__name__)
+            node = next(f for f, _ in node.next_functions if f is not None)
+        return names
+
+    assert ops(dist.Normal(0.0, 1.0)) == ["SubBackward0", "DivBackward0", "PowBackward0"]
+    assert ops(dist.Normal(0.0, 1.0).expand([3])) == ops(dist.Normal(0.0, 1.0))
+    assert len(ops(dist.Normal(torch.zeros(3), 1.0))) == 4  # value - loc stays
+    assert len(ops(td.Normal(0.0, 1.0))) == 6
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.data(), shapes)
 def test_log_normal_log_prob_and_gradients_match_torch_bitwise(data, shape):

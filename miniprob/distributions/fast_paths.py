@@ -34,6 +34,8 @@ import torch
 from torch.distributions import Bernoulli, LogNormal, Normal
 from torch.nn.functional import binary_cross_entropy_with_logits
 
+from .shape import TorchDistribution
+
 _PLAIN = (torch.Tensor, torch.nn.Parameter)  # exact types: subclasses may override torch ops
 _SCALARS = (float, int)
 _NO_SHAPE = torch.Size()
@@ -84,16 +86,56 @@ def normal_init(
             self.loc, self.scale = pair
             self._batch_shape, self._event_shape = self.loc.shape, _NO_SHAPE
             self._validate_args = False
+            if type(loc) in _SCALARS and loc == 0 and math.copysign(1.0, loc) > 0:
+                self._zero_loc = self.loc
+            if type(scale) in _SCALARS and scale == 1:
+                self._unit_scale = self.scale
             return
     Normal.__init__(self, loc, scale, validate_args=bool(validate_args))
+
+
+def _still(marked: torch.Tensor | None, current: torch.Tensor) -> bool:
+    """Whether ``current`` is the tensor ``marked`` at construction, not written to since."""
+    return marked is current and current._version == 0
 
 
 def normal_log_prob(self: Normal, value: torch.Tensor) -> torch.Tensor:
     """torch's Normal log density with the negation folded into the divisor."""
     if self._validate_args:
         return Normal.log_prob(self, value)
-    scale = self.scale
-    return (value - self.loc).pow(2).div(-2 * scale.pow(2)) - scale.log() - _LOG_SQRT_2PI
+    loc, scale = self.loc, self.scale
+    # (getattr: a LogNormal's base is torch's own Normal, without the marks)
+    zero = _still(getattr(self, "_zero_loc", None), loc)
+    unit = _still(getattr(self, "_unit_scale", None), scale)
+    if (
+        (zero or unit)
+        and type(value) in _PLAIN
+        and value.dtype == loc.dtype
+        and _covers(value.shape, self._batch_shape)  # else the ops' backward sums differ
+    ):
+        # A loc of +0 and a scale of 1 given as numbers: ``value - 0`` is ``value``,
+        # ``log(1)`` is 0 and ``-2 * 1 ** 2`` is -2, so those ops (and their nodes) go.
+        x = value if zero else value - loc
+        if unit:
+            return x.pow(2).div(-2.0) - _LOG_SQRT_2PI
+        return x.pow(2).div(-2 * scale.pow(2)) - scale.log() - _LOG_SQRT_2PI
+    return (value - loc).pow(2).div(-2 * scale.pow(2)) - scale.log() - _LOG_SQRT_2PI
+
+
+def _covers(shape: torch.Size, batch_shape: torch.Size) -> bool:
+    """Whether a value of ``shape`` broadcast against ``batch_shape`` keeps its shape."""
+    n = len(batch_shape)
+    return len(shape) >= n and shape[len(shape) - n :] == batch_shape
+
+
+def normal_expand(self: Normal, batch_shape: torch.Size, _instance: Normal | None = None) -> Normal:
+    """torch's ``Normal.expand``, keeping the marks of a loc of 0 and a scale of 1."""
+    new = TorchDistribution.expand(self, batch_shape, _instance)
+    if _still(self._zero_loc, self.loc):
+        new._zero_loc = new.loc
+    if _still(self._unit_scale, self.scale):
+        new._unit_scale = new.scale
+    return new
 
 
 def normal_rsample(self: Normal, sample_shape: torch.Size = _NO_SHAPE) -> torch.Tensor:
@@ -145,7 +187,15 @@ def bernoulli_log_prob(self: Bernoulli, value: torch.Tensor) -> torch.Tensor:
 
 
 FAST_METHODS = {
-    "Normal": {"__init__": normal_init, "log_prob": normal_log_prob, "rsample": normal_rsample},
+    "Normal": {
+        "__init__": normal_init,
+        "log_prob": normal_log_prob,
+        "rsample": normal_rsample,
+        "expand": normal_expand,
+        # the tensors built from a loc of +0 and a scale of 1 (see normal_log_prob)
+        "_zero_loc": None,
+        "_unit_scale": None,
+    },
     "LogNormal": {"log_prob": log_normal_log_prob},
     "Bernoulli": {"__init__": bernoulli_init, "log_prob": bernoulli_log_prob},
 }
