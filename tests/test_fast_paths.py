@@ -145,6 +145,10 @@ def test_standard_normal_log_prob_takes_three_ops():
     assert ops(dist.Normal(0.0, 1.0).expand([3])) == ops(dist.Normal(0.0, 1.0))
     assert len(ops(dist.Normal(torch.zeros(3), 1.0))) == 4  # value - loc stays
     assert len(ops(td.Normal(0.0, 1.0))) == 6
+    assert dist.LogNormal(0.0, 1.0).base_dist._unit_scale is not None
+    assert (
+        getattr(dist.LogNormal(0.0, 1.0, validate_args=True).base_dist, "_unit_scale", None) is None
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -158,7 +162,8 @@ def test_log_normal_log_prob_and_gradients_match_torch_bitwise(data, shape):
         def fn(loc, log_scale, noise):
             scale = log_scale.exp()
             x = (loc + noise * scale).exp()
-            return cls(loc, scale).log_prob(x) + cls(0.0, 1.0).log_prob(x)
+            lp = cls(loc, scale).log_prob(x) + cls(0.0, 1.0).log_prob(x)
+            return lp + cls(0, scale).log_prob(x) + cls(loc, 1.0).log_prob(x)
 
         return fn
 

@@ -86,12 +86,17 @@ def normal_init(
             self.loc, self.scale = pair
             self._batch_shape, self._event_shape = self.loc.shape, _NO_SHAPE
             self._validate_args = False
-            if type(loc) in _SCALARS and loc == 0 and math.copysign(1.0, loc) > 0:
-                self._zero_loc = self.loc
-            if type(scale) in _SCALARS and scale == 1:
-                self._unit_scale = self.scale
+            _mark(self, loc, scale)
             return
     Normal.__init__(self, loc, scale, validate_args=bool(validate_args))
+
+
+def _mark(normal: Normal, loc: object, scale: object) -> None:
+    """Note the tensors ``normal`` made of a loc of +0 and a scale of 1 (Python numbers)."""
+    if type(loc) in _SCALARS and loc == 0 and math.copysign(1.0, loc) > 0:
+        normal._zero_loc = normal.loc
+    if type(scale) in _SCALARS and scale == 1:
+        normal._unit_scale = normal.scale
 
 
 def _still(marked: torch.Tensor | None, current: torch.Tensor) -> bool:
@@ -148,6 +153,20 @@ def normal_rsample(self: Normal, sample_shape: torch.Size = _NO_SHAPE) -> torch.
     return loc + eps * self.scale
 
 
+def log_normal_init(
+    self: LogNormal,
+    loc: torch.Tensor | float,
+    scale: torch.Tensor | float,
+    validate_args: bool | None = None,
+) -> None:
+    """torch's ``LogNormal.__init__``; a loc of +0 and a scale of 1 are noted on its Normal."""
+    # None would let the Normal inside validate at every call (see miniprob.distributions)
+    validate_args = False if validate_args is None else validate_args
+    LogNormal.__init__(self, loc, scale, validate_args=validate_args)
+    if not validate_args and not torch.jit.is_tracing():
+        _mark(self.base_dist, loc, scale)
+
+
 def log_normal_log_prob(self: LogNormal, value: torch.Tensor) -> torch.Tensor:
     """``TransformedDistribution.log_prob`` written out for LogNormal's one ``exp``."""
     if self._validate_args:
@@ -196,6 +215,6 @@ FAST_METHODS = {
         "_zero_loc": None,
         "_unit_scale": None,
     },
-    "LogNormal": {"log_prob": log_normal_log_prob},
+    "LogNormal": {"__init__": log_normal_init, "log_prob": log_normal_log_prob},
     "Bernoulli": {"__init__": bernoulli_init, "log_prob": bernoulli_log_prob},
 }

@@ -195,6 +195,7 @@ class _FlatState:
         self.exp_avg_sq, self.exp_avg_sq_views = buffer_and_views(params[0].dtype)
         self.param_buffer, self.param_views = buffer_and_views(params[0].dtype)
         self.grad_buffer, self.grad_views = buffer_and_views(params[0].dtype)
+        self.denom = torch.empty_like(self.exp_avg)
         self.steps = torch.empty(len(params), dtype=states[0]["step"].dtype)
         self.step_views = list(self.steps.unbind())
         torch._foreach_copy_(self.exp_avg_views, [s["exp_avg"] for s in states])
@@ -259,8 +260,9 @@ class _FlatState:
         step = float(self.count)
         step_size = lr / (1 - beta1**step)
         bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-        denom = (self.exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-        param.addcdiv_(self.exp_avg, denom, value=-step_size)
+        # torch's ``(exp_avg_sq.sqrt() / c).add_(eps)``, the same kernels into one kept buffer
+        denom = torch.sqrt(self.exp_avg_sq, out=self.denom).div_(bias_correction2_sqrt)
+        param.addcdiv_(self.exp_avg, denom.add_(eps), value=-step_size)
         torch._foreach_copy_(self.params, self.param_views)
 
 
