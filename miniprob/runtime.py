@@ -188,25 +188,23 @@ def _broadcast_to_plates(msg: Message) -> None:
     if not isinstance(fn, torch.distributions.Distribution):
         return
     actual = fn.batch_shape
-    target: list[int | None] = [None if s == 1 else s for s in actual]
+    shape = list(actual)
     for f in msg["cond_indep_stack"]:
-        if f.dim is None or f.size == -1:
+        dim = f.dim
+        if dim is None or f.size == -1:
             continue
-        if -f.dim > len(target):
-            target = [None] * (-f.dim - len(target)) + target
-        if target[f.dim] is not None and target[f.dim] != f.size:
-            raise ValueError(
-                f"Shape mismatch at site '{msg['name']}' inside plate('{f.name}') at dim "
-                f"{f.dim}: the plate has size {f.size} but the distribution's batch_shape "
-                f"{tuple(actual)} has size {target[f.dim]} there"
-            )
-        target[f.dim] = f.size
-    n = len(target)
-    shape = tuple(
-        (actual[i] if len(actual) >= -i else 1) if target[i] is None else target[i]
-        for i in range(-n, 0)
-    )
-    if shape != tuple(actual):
+        if -dim > len(shape):
+            shape[:0] = [1] * (-dim - len(shape))
+        if shape[dim] != f.size:
+            if shape[dim] != 1:
+                raise ValueError(
+                    f"Shape mismatch at site '{msg['name']}' inside plate('{f.name}') at dim "
+                    f"{dim}: the plate has size {f.size} but the distribution's batch_shape "
+                    f"{tuple(actual)} has size {shape[dim]} there"
+                )
+            shape[dim] = f.size
+    shape = tuple(shape)
+    if shape != actual:
         try:
             expanded = fn.expand(shape)
         except NotImplementedError:  # no batch semantics (e.g. a plate's index draw)

@@ -316,3 +316,51 @@ def test_normal_rsample_draws_what_torch_draws(shape, sample_shape):
     ours = expanded.rsample()
     torch.manual_seed(6)
     assert torch.equal(ours, td.Normal(loc, 1.0).expand((5, *shape)).rsample())
+
+
+@pytest.mark.parametrize("validate", [False, True])
+@pytest.mark.parametrize("batch", [(3,), (2, 3), (4, 1, 3)], ids=str)
+def test_expand_builds_what_torch_builds(batch, validate):
+    loc, scale = torch.randn(3), torch.rand(3) + 0.5
+    pairs = [
+        (dist.Normal(loc, scale, validate_args=validate), td.Normal(loc, scale, validate)),
+        (dist.Normal(0.0, 1.0, validate_args=validate), td.Normal(0.0, 1.0, validate)),
+        (dist.LogNormal(loc, scale, validate_args=validate), td.LogNormal(loc, scale, validate)),
+        (dist.LogNormal(0.0, 1.0, validate_args=validate), td.LogNormal(0.0, 1.0, validate)),
+        (
+            dist.Normal(loc, scale, validate_args=validate).to_event(1),
+            td.Independent(td.Normal(loc, scale, validate), 1),
+        ),
+    ]
+    value = torch.rand(batch) + 0.5
+    for ours, theirs in pairs:
+        event = ours.event_shape
+        a, b = (
+            ours.expand(batch[: len(batch) - len(event)]),
+            theirs.expand(batch[: len(batch) - len(event)]),
+        )
+        assert type(a) is type(ours) and a._validate_args == ours._validate_args
+        assert (a.batch_shape, a.event_shape) == (b.batch_shape, b.event_shape)
+        for x, y in ((a, b), (a.base_dist, b.base_dist)) if hasattr(a, "base_dist") else ((a, b),):
+            if hasattr(y, "loc"):
+                assert x.loc.shape == y.loc.shape and x.loc.stride() == y.loc.stride()
+                assert torch.equal(x.loc, y.loc) and torch.equal(x.scale, y.scale)
+        assert torch.equal(a.log_prob(value), b.log_prob(value))
+        torch.manual_seed(0)
+        drawn = a.rsample()
+        torch.manual_seed(0)
+        assert torch.equal(drawn, b.rsample())
+
+
+def test_expand_of_subclasses_and_of_changed_transforms_goes_through_torch():
+    class Shifted(dist.Normal):
+        def __init__(self, loc):
+            super().__init__(loc + 1.0, 1.0)
+
+    d = Shifted(torch.zeros(2)).expand([3, 2])
+    assert type(d) is Shifted and d.batch_shape == (3, 2) and torch.equal(d.loc, torch.ones(3, 2))
+    log_normal = dist.LogNormal(0.0, 1.0)
+    log_normal.transforms = [td.transforms.ExpTransform(), td.transforms.AffineTransform(0.0, 2.0)]
+    e = log_normal.expand([2])
+    assert e.batch_shape == (2,) and len(e.transforms) == 2
+    assert torch.equal(e.log_prob(torch.ones(2)), log_normal.log_prob(torch.ones(2)).expand(2))

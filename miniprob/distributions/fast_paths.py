@@ -32,6 +32,7 @@ from numbers import Number
 
 import torch
 from torch.distributions import Bernoulli, LogNormal, Normal
+from torch.distributions.transforms import ExpTransform
 from torch.nn.functional import binary_cross_entropy_with_logits
 
 from .shape import TorchDistribution
@@ -133,13 +134,51 @@ def _covers(shape: torch.Size, batch_shape: torch.Size) -> bool:
     return len(shape) >= n and shape[len(shape) - n :] == batch_shape
 
 
+def _expanded_normal(d: Normal, batch_shape: torch.Size) -> Normal:
+    """What torch's ``Normal.expand`` builds (views of loc and scale, no validation), without
+    its instance checks and ``__init__`` chain; the marks of a loc of 0 and a scale of 1 go
+    along."""
+    new = type(d).__new__(type(d))
+    new.loc, new.scale = d.loc.expand(batch_shape), d.scale.expand(batch_shape)
+    new._batch_shape, new._event_shape = batch_shape, _NO_SHAPE
+    new._validate_args = d._validate_args
+    _carry_marks(d, new)
+    return new
+
+
+def _carry_marks(d: Normal, expanded: Normal) -> None:
+    if _still(getattr(d, "_zero_loc", None), d.loc):
+        expanded._zero_loc = expanded.loc
+    if _still(getattr(d, "_unit_scale", None), d.scale):
+        expanded._unit_scale = expanded.scale
+
+
 def normal_expand(self: Normal, batch_shape: torch.Size, _instance: Normal | None = None) -> Normal:
     """torch's ``Normal.expand``, keeping the marks of a loc of 0 and a scale of 1."""
-    new = TorchDistribution.expand(self, batch_shape, _instance)
-    if _still(self._zero_loc, self.loc):
-        new._zero_loc = new.loc
-    if _still(self._unit_scale, self.scale):
-        new._unit_scale = new.scale
+    if _instance is not None:  # a subclass's expand has made the instance to fill
+        new = TorchDistribution.expand(self, batch_shape, _instance)
+        _carry_marks(self, new)
+        return new
+    return _expanded_normal(self, torch.Size(batch_shape))
+
+
+def log_normal_expand(
+    self: LogNormal, batch_shape: torch.Size, _instance: LogNormal | None = None
+) -> LogNormal:
+    """torch's ``LogNormal.expand`` (its Normal expanded, the same transforms) built directly."""
+    base, transforms = self.base_dist, self.transforms
+    if (
+        _instance is not None
+        or type(base).expand not in (Normal.expand, normal_expand)
+        or len(transforms) != 1
+        or type(transforms[0]) is not ExpTransform
+    ):
+        return TorchDistribution.expand(self, batch_shape, _instance)
+    batch_shape = torch.Size(batch_shape)
+    new = type(self).__new__(type(self))
+    new.base_dist, new.transforms = _expanded_normal(base, batch_shape), transforms
+    new._batch_shape, new._event_shape = batch_shape, self._event_shape
+    new._validate_args = self._validate_args
     return new
 
 
@@ -215,6 +254,10 @@ FAST_METHODS = {
         "_zero_loc": None,
         "_unit_scale": None,
     },
-    "LogNormal": {"__init__": log_normal_init, "log_prob": log_normal_log_prob},
+    "LogNormal": {
+        "__init__": log_normal_init,
+        "log_prob": log_normal_log_prob,
+        "expand": log_normal_expand,
+    },
     "Bernoulli": {"__init__": bernoulli_init, "log_prob": bernoulli_log_prob},
 }

@@ -271,6 +271,19 @@ class MaskedDistribution(TorchDistribution):
 class Independent(TorchDistribution, torch.distributions.Independent):
     """torch's ``Independent`` with the shape helpers; ``to_event`` merges instead of nesting."""
 
+    def expand(self, batch_shape, _instance=None) -> Distribution:
+        if _instance is not None:  # a subclass's expand has made the instance to fill
+            return super().expand(batch_shape, _instance)
+        # What torch's expand builds, without its instance checks and __init__ chain.
+        batch_shape = torch.Size(batch_shape)
+        n = self.reinterpreted_batch_ndims
+        new = type(self).__new__(type(self))
+        new.base_dist = self.base_dist.expand(batch_shape + self.event_shape[:n])
+        new.reinterpreted_batch_ndims = n
+        new._batch_shape, new._event_shape = batch_shape, self._event_shape
+        new._validate_args = self._validate_args
+        return new
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         if self.reinterpreted_batch_ndims != 1:
             return super().log_prob(value)
