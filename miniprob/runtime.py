@@ -189,6 +189,7 @@ def _broadcast_to_plates(msg: Message) -> None:
         return
     actual = fn.batch_shape
     shape = list(actual)
+    claimed: tuple[int, ...] = ()  # dims a frame has set (another frame may not change them)
     for f in msg["cond_indep_stack"]:
         dim = f.dim
         if dim is None or f.size == -1:
@@ -196,13 +197,14 @@ def _broadcast_to_plates(msg: Message) -> None:
         if -dim > len(shape):
             shape[:0] = [1] * (-dim - len(shape))
         if shape[dim] != f.size:
-            if shape[dim] != 1:
+            if shape[dim] != 1 or dim in claimed:
                 raise ValueError(
                     f"Shape mismatch at site '{msg['name']}' inside plate('{f.name}') at dim "
                     f"{dim}: the plate has size {f.size} but the distribution's batch_shape "
                     f"{tuple(actual)} has size {shape[dim]} there"
                 )
             shape[dim] = f.size
+        claimed += (dim,)
     shape = tuple(shape)
     if shape != actual:
         try:

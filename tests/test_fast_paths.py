@@ -364,3 +364,13 @@ def test_expand_of_subclasses_and_of_changed_transforms_goes_through_torch():
     e = log_normal.expand([2])
     assert e.batch_shape == (2,) and len(e.transforms) == 2
     assert torch.equal(e.log_prob(torch.ones(2)), log_normal.log_prob(torch.ones(2)).expand(2))
+
+
+def test_marks_under_inference_mode_are_not_trusted():
+    x = torch.tensor([0.5, 2.0])
+    with torch.inference_mode():
+        expected = td.Normal(0.0, 1.0).log_prob(x)
+        assert torch.equal(dist.Normal(0.0, 1.0).log_prob(x), expected)
+        d = dist.LogNormal(0.0, 1.0).expand([2])
+        assert torch.equal(d.log_prob(x), td.LogNormal(0.0, 1.0).expand([2]).log_prob(x))
+    assert torch.equal(dist.Normal(0.0, 1.0).expand([2]).log_prob(x), expected)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import miniprob as mp
 import miniprob.distributions as dist
 from miniprob.poutine import condition, replay, trace
+from miniprob.runtime import CondIndepStackFrame, Messenger
 
 
 def frames(site):
@@ -131,6 +132,18 @@ def test_a_batch_shape_that_does_not_fit_names_site_and_plate():
     with pytest.raises(ValueError, match=r"'x'.*'data'"):
         with mp.plate("data", 5):
             mp.sample("x", dist.Normal(torch.zeros(4), 1.0))
+
+
+def test_two_frames_on_one_dim_must_agree_even_from_size_one():
+    # A handler of the user's adds a frame on the dim a plate uses: sizes 1 and 5 disagree.
+    class ExtraFrame(Messenger):
+        def process_message(self, msg):
+            frame = CondIndepStackFrame("extra", -1, 1, 0, 1)
+            msg["cond_indep_stack"] = (frame,) + msg["cond_indep_stack"]
+
+    with pytest.raises(ValueError, match=r"'x'.*'data'.*size 5.*has size 1"):
+        with ExtraFrame(), mp.plate("data", 5):
+            mp.sample("x", dist.Normal(0.0, 1.0))
 
 
 def test_plate_without_size_does_not_broadcast():

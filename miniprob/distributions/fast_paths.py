@@ -11,6 +11,11 @@ torch's code.
 Why the shortcuts are exact: two plain tensors of one shape come out of ``broadcast_tensors``
 as the same objects; ``a / (-2 * v)`` rounds to ``-(a / (2 * v))`` (IEEE division is symmetric
 in sign and scaling by a power of two is exact), and so do its gradients, sign for sign.
+A Normal (or LogNormal) built from a loc of +0 or a scale of 1 given as Python numbers notes
+the tensors it made of them, and its ``log_prob`` leaves out ``value - 0``, ``log(1)`` and
+``-2 * 1 ** 2`` while those tensors are the ones it made and their version counters show no
+write. Writes that do not bump the counter (through ``.data``, or a NumPy array sharing the
+memory) are not seen, as in :mod:`miniprob.validation`.
 ``tests/test_fast_paths.py`` compares values and gradients with torch's classes, bit for bit
 (a NaN may carry the other sign bit: torch negates it, the shortcut does not).
 
@@ -101,8 +106,9 @@ def _mark(normal: Normal, loc: object, scale: object) -> None:
 
 
 def _still(marked: torch.Tensor | None, current: torch.Tensor) -> bool:
-    """Whether ``current`` is the tensor ``marked`` at construction, not written to since."""
-    return marked is current and current._version == 0
+    """Whether ``current`` is the tensor ``marked`` at construction, not written to since
+    (as its version counter tells: an inference-mode tensor has none, and is not trusted)."""
+    return marked is current and not current.is_inference() and current._version == 0
 
 
 def normal_log_prob(self: Normal, value: torch.Tensor) -> torch.Tensor:
