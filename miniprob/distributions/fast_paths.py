@@ -112,7 +112,8 @@ def _still(marked: torch.Tensor | None, current: torch.Tensor) -> bool:
 
 
 def normal_log_prob(self: Normal, value: torch.Tensor) -> torch.Tensor:
-    """torch's Normal log density with the negation folded into the divisor."""
+    """torch's Normal log density with the negation folded into the divisor, and without the
+    ops that a loc of +0 or a scale of 1 (given as numbers) make identities."""
     if self._validate_args:
         return Normal.log_prob(self, value)
     loc, scale = self.loc, self.scale
