@@ -120,19 +120,18 @@ def normal_log_prob(self: Normal, value: torch.Tensor) -> torch.Tensor:
     # (getattr: a LogNormal's base is torch's own Normal, without the marks)
     zero = _still(getattr(self, "_zero_loc", None), loc)
     unit = _still(getattr(self, "_unit_scale", None), scale)
-    if (
+    # A loc of +0 and a scale of 1 given as numbers: ``value - 0`` is ``value``, ``log(1)`` is
+    # 0 and ``-2 * 1 ** 2`` is -2, so those ops (and their nodes) go, where that changes no bit.
+    exact = (
         (zero or unit)
         and type(value) in _PLAIN
         and value.dtype == loc.dtype
         and _covers(value.shape, self._batch_shape)  # else the ops' backward sums differ
-    ):
-        # A loc of +0 and a scale of 1 given as numbers: ``value - 0`` is ``value``,
-        # ``log(1)`` is 0 and ``-2 * 1 ** 2`` is -2, so those ops (and their nodes) go.
-        x = value if zero else value - loc
-        if unit:
-            return x.pow(2).div(-2.0) - _LOG_SQRT_2PI
-        return x.pow(2).div(-2 * scale.pow(2)) - scale.log() - _LOG_SQRT_2PI
-    return (value - loc).pow(2).div(-2 * scale.pow(2)) - scale.log() - _LOG_SQRT_2PI
+    )
+    x = value if exact and zero else value - loc
+    if exact and unit:
+        return x.pow(2).div(-2.0) - _LOG_SQRT_2PI
+    return x.pow(2).div(-2 * scale.pow(2)) - scale.log() - _LOG_SQRT_2PI
 
 
 def _covers(shape: torch.Size, batch_shape: torch.Size) -> bool:
