@@ -37,7 +37,7 @@ from torch.distributions.transforms import (
     identity_transform,
 )
 
-from .atomic import atomic_save
+from .atomic import atomic_save, safe_load
 
 MODULE_SEPARATOR = "$$$"
 
@@ -96,6 +96,37 @@ def _state_leaf(name: str, value: Any, transform: Any) -> torch.Tensor:
                 f"its constraint's transform {transform}: {e}"
             ) from e
     return leaf
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and bool(torch.equal(a, b))
+        )
+    return type(a) is type(b) and a == b
+
+
+def canonical_constraint(constraint: constraints.Constraint) -> constraints.Constraint:
+    """torch's own instance (``constraints.positive``, ...) for an unpickled copy of one, so
+    that ``is`` comparisons keep working after a load (bounds may be tensors).
+
+    Example::
+
+        >>> import copy
+        >>> canonical_constraint(copy.deepcopy(constraints.positive)) is constraints.positive
+        True
+    """
+    attrs = vars(constraint)
+    for candidate in vars(constraints).values():
+        if type(candidate) is not type(constraint):
+            continue
+        theirs = vars(candidate)
+        if theirs.keys() == attrs.keys() and all(_same(theirs[k], attrs[k]) for k in attrs):
+            return candidate
+    return constraint
 
 
 class ParamStore:
@@ -187,6 +218,10 @@ class ParamStore:
 
     def _register(self, name: str, leaf: torch.Tensor, constraint: Any, transform: Any) -> None:
         leaf.requires_grad_(True)
+        if name not in self._params:
+            created = _CREATED.get()
+            if created is not None:
+                created.append((self, name, leaf))
         self._params[name] = leaf
         self._constraints[name] = constraint
         self._transforms[name] = transform
@@ -349,11 +384,26 @@ class ParamStore:
         """Write the state to ``path`` atomically (a crash mid-save leaves the old file intact)."""
         atomic_save(self.get_state(), path)
 
-    def load(self, path: str | os.PathLike, map_location: Any = None) -> None:
-        """Merge the state saved at ``path`` into the store (see :meth:`set_state`)."""
-        state = torch.load(path, map_location=map_location, weights_only=False)
+    def load(
+        self, path: str | os.PathLike, map_location: Any = None, trusted: bool = False
+    ) -> None:
+        """Merge the state saved at ``path`` into the store (see :meth:`set_state`).
+
+        The file is read as weights only: tensors and torch constraints load, and a file
+        holding any other object raises ``ValueError`` and runs nothing (see
+        :mod:`miniprob.atomic`). ``trusted=True`` unpickles anything, running whatever code the
+        file names: pass it only for a file you wrote (one with a custom constraint class).
+        """
+        state = safe_load(
+            path, f"param store file {os.fspath(path)!r}", map_location, trusted=trusted
+        )
         if not isinstance(state, dict) or "params" not in state or "constraints" not in state:
             raise ValueError(f"{os.fspath(path)!r} does not hold a miniprob ParamStore state")
+        if isinstance(state["constraints"], dict):
+            state["constraints"] = {
+                k: canonical_constraint(c) if isinstance(c, constraints.Constraint) else c
+                for k, c in state["constraints"].items()
+            }
         self.set_state(state)
 
     @contextmanager
@@ -369,6 +419,12 @@ class ParamStore:
 
 _GLOBAL = ParamStore()
 _CURRENT: ContextVar[ParamStore] = ContextVar("miniprob_param_store", default=_GLOBAL)
+# While set (by ``SVI.step``), a list of the ``(store, name, leaf)`` each ``param`` statement of
+# this thread or task creates: what a failed step removes again, and nothing another thread
+# added to a shared store meanwhile.
+_CREATED: ContextVar[list[tuple[ParamStore, str, torch.Tensor]] | None] = ContextVar(
+    "miniprob_params_created", default=None
+)
 
 
 def get_param_store() -> ParamStore:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..runtime import Message, Messenger
-from ..util import get_rng_state, set_rng_seed, set_rng_state
+from ..util import check_rng_seed, get_rng_state, set_rng_seed, set_rng_state
 from ..validation import as_observation, check_observed, validation_enabled
 from .trace_struct import Trace
 
@@ -315,9 +315,7 @@ class seed(Messenger):
         if fn is not None and not callable(fn):
             fn, rng_seed = None, fn
         super().__init__(fn)
-        if not isinstance(rng_seed, numbers.Integral):
-            raise ValueError(f"'rng_seed' argument should be an int, got {rng_seed!r}")
-        self.rng_seed = rng_seed
+        self.rng_seed = check_rng_seed(rng_seed, "seed")
 
     def __enter__(self) -> seed:
         self._old_state = get_rng_state()
