@@ -33,6 +33,7 @@ from torch.distributions.constraint_registry import transform_to
 
 from .params import MODULE_SEPARATOR, ParamStore, get_param_store
 from .poutine.handlers import substitute
+from .validation import check_names
 
 __all__ = ["FlatView", "ParamVector", "ravel"]
 
@@ -180,6 +181,7 @@ class ParamVector:
         if names is None:
             self.names = [n for n in self.store.keys() if MODULE_SEPARATOR not in n]
         else:
+            check_names(names, "ParamVector: names")
             self.names = list(names)
             modules = [n for n in self.names if MODULE_SEPARATOR in n]
             if modules:

@@ -65,7 +65,7 @@ def sample(
         fn = _as_distribution(name, fn)
     if obs is not None:
         if not isinstance(obs, torch.Tensor):
-            obs = as_observation(obs)
+            obs = as_observation(obs, name)
         if _ENABLED[0]:
             check_observed(name, fn, obs)
     if not _STACK.get():

@@ -349,3 +349,112 @@ def test_threads_sharing_the_default_store_undo_only_their_own_parameters():
         t.join(20)
     assert len(errors) == 1
     assert list(pyro.get_param_store().keys()) == ["theirs"]
+
+
+# ---- silent wrong results become errors -----------------------------------------------------
+
+
+def _generator_model():
+    yield pyro.sample("z", dist.Normal(0.0, 1.0))
+
+
+async def _async_model():
+    pyro.sample("z", dist.Normal(0.0, 1.0))
+
+
+async def _async_generator_model():
+    yield pyro.sample("z", dist.Normal(0.0, 1.0))
+
+
+@pytest.mark.parametrize(
+    "program", [_generator_model, _async_model, _async_generator_model], ids=lambda f: f.__name__
+)
+def test_generator_and_async_models_and_guides_are_type_errors(program):
+    plain = lambda: pyro.sample("z", dist.Normal(0.0, 1.0))  # noqa: E731
+    with pytest.raises(TypeError, match=f"model '{program.__name__}'"):
+        SVI(program, plain, Adam({"lr": 0.1}), Trace_ELBO())
+    with pytest.raises(TypeError, match=f"guide '{program.__name__}'"):
+        SVI(plain, program, Adam({"lr": 0.1}), Trace_ELBO())
+    with pytest.raises(TypeError, match=f"guide '{program.__name__}'"):
+        SVI(plain, poutine.scale(program, scale=2.0), Adam({"lr": 0.1}), Trace_ELBO())
+    with pytest.raises(TypeError, match=f"model '{program.__name__}'"):
+        pyro.infer.Predictive(program, num_samples=2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"size": 2.5}, "size must be a positive int, got float 2.5"),
+        ({"size": 3.0}, "size must be a positive int, got float 3.0"),
+        ({"size": "3"}, "size must be a positive int, got str '3'"),
+        ({"size": -1}, "size must be a positive int, got -1"),
+        ({"size": 0}, "size must be a positive int, got 0"),
+        ({"size": torch.tensor(-2)}, "size must be a positive int, got -2"),
+        ({"size": torch.tensor(2.5)}, "size must be a positive int, got a tensor"),
+        ({"size": 5, "subsample_size": 0}, "subsample_size must be a positive int, got 0"),
+        ({"size": 5, "subsample_size": 2.5}, "subsample_size must be a positive int"),
+        (
+            {"size": 5, "subsample": torch.tensor([], dtype=torch.long)},
+            "subsample must be a non-empty 1-D",
+        ),
+        ({"size": 5, "subsample": []}, "subsample must be a non-empty 1-D"),
+    ],
+)
+def test_bad_plate_sizes_name_the_plate(kwargs, message):
+    with pytest.raises(ValueError, match=f"plate 'p': {message}"):
+        with pyro.plate("p", **kwargs):
+            pass
+
+
+def test_a_tensor_plate_size_still_works():
+    with pyro.plate("p", torch.tensor(3)) as idx:
+        assert idx.tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("arg", ["hide", "expose", "hide_types", "expose_types"])
+def test_a_string_where_names_are_expected_is_a_type_error(arg):
+    with pytest.raises(TypeError, match=f"block: {arg} must be a list"):
+        poutine.block(**{arg: "ab"})
+    with pytest.raises(TypeError, match="ParamVector: names must be a list"):
+        pyro.param("ab", torch.zeros(1))
+        from miniprob.flat import ParamVector
+
+        ParamVector("ab")
+
+
+def test_wrong_shaped_masks_name_the_site():
+    def model():
+        with poutine.mask(mask=torch.tensor([True, False, True])):
+            pyro.sample("x", dist.Normal(torch.zeros(2), 1.0), obs=torch.zeros(2))
+
+    with pytest.raises(ValueError, match=r"site 'x': the mask of shape \(3,\).*shape \(2,\)"):
+        Trace_ELBO().loss(model, lambda: None)
+
+    def repeating():  # broadcasts, but would count each log density twice
+        with poutine.mask(mask=torch.ones(2, 1, dtype=torch.bool)):
+            pyro.sample("y", dist.Normal(torch.zeros(2), 1.0), obs=torch.zeros(2))
+
+    with pytest.raises(ValueError, match=r"site 'y': the mask of shape \(2, 1\)"):
+        poutine.trace(repeating).get_trace().log_prob_sum()
+    with pytest.raises(ValueError, match=r"mask of shape \(3,\) does not broadcast.*\(2,\)"):
+        dist.Normal(torch.zeros(2), 1.0).mask(torch.tensor([True, False, True]))
+
+
+def test_a_non_numeric_observation_names_the_site():
+    with pytest.raises(TypeError, match="site 'x': the observed value must be .* got str 'abc'"):
+        pyro.sample("x", dist.Normal(0.0, 1.0), obs="abc")
+    with pytest.raises(TypeError, match="site 'x'"):
+        poutine.trace(lambda: pyro.sample("x", dist.Normal(0.0, 1.0), obs="abc")).get_trace()
+    with pytest.raises(TypeError, match="site 'x'"):
+        poutine.condition(lambda: pyro.sample("x", dist.Normal(0.0, 1.0)), data={"x": "abc"})()
+
+
+def test_predictive_names_bad_samples_and_counts():
+    def model():
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        return pyro.sample("x", dist.Normal(z, 1.0))
+
+    with pytest.raises(ValueError, match=r"posterior_samples\['z'\] must be a tensor with a lead"):
+        pyro.infer.Predictive(model, posterior_samples={"z": torch.tensor(1.0)})
+    with pytest.raises(ValueError, match="num_samples must be positive and an int, got 2.5"):
+        pyro.infer.Predictive(model, num_samples=2.5)

@@ -203,7 +203,13 @@ class MaskedDistribution(TorchDistribution):
                 f"mask must be a bool or a torch.bool tensor, got "
                 f"{mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__}"
             )
-        batch_shape = torch.broadcast_shapes(mask.shape, base_dist.batch_shape)
+        try:
+            batch_shape = torch.broadcast_shapes(mask.shape, base_dist.batch_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} does not broadcast with the batch shape "
+                f"{tuple(base_dist.batch_shape)} of {type(base_dist).__name__}"
+            ) from None
         if mask.shape != batch_shape:
             mask = mask.expand(batch_shape)
         if base_dist.batch_shape != batch_shape:

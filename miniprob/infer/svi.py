@@ -31,6 +31,7 @@ import torch
 from ..optim.optim import PyroOptim
 from ..params import _CREATED
 from ..runtime import Message, Messenger
+from ..validation import check_program
 from .diagnostics import check_loss
 from .elbo import ELBO
 
@@ -61,6 +62,8 @@ class SVI:
                 f"optim must be a miniprob.optim optimizer (e.g. Adam({{'lr': 1e-3}})), got "
                 f"{type(optim).__name__}"
             )
+        check_program(model, "model", "SVI")
+        check_program(guide, "guide", "SVI")
         if not callable(loss) and not isinstance(loss, ELBO):
             raise TypeError(f"loss must be an ELBO or a callable, got {type(loss).__name__}")
         self.model = model

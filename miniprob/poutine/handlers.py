@@ -16,7 +16,7 @@ import torch
 
 from ..runtime import Message, Messenger
 from ..util import check_rng_seed, get_rng_state, set_rng_seed, set_rng_state
-from ..validation import as_observation, check_observed, validation_enabled
+from ..validation import as_observation, check_names, check_observed, validation_enabled
 from .trace_struct import Trace
 
 
@@ -159,6 +159,13 @@ class block(Messenger):
         if expose_fn is not None:
             self.hide_fn = lambda msg: not expose_fn(msg)
             return
+        for arg, names in (
+            ("hide", hide),
+            ("expose", expose),
+            ("hide_types", hide_types),
+            ("expose_types", expose_types),
+        ):
+            check_names(names, f"block: {arg}")
         if expose_all:
             hide_all = False
         # A list given (even an empty one) decides hide_all, in this order, as in Pyro:
@@ -224,7 +231,7 @@ class condition(Messenger):
             return
         if value is not None:
             if not isinstance(value, torch.Tensor):
-                value = as_observation(value)
+                value = as_observation(value, name)
             if validation_enabled():
                 check_observed(name, msg["fn"], value)
         msg["value"] = value

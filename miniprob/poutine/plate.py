@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,6 +55,28 @@ class _Subsample(Distribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return torch.zeros((), device=self.device)
+
+
+def _checked_count(name: str, what: str, value: Any) -> Any:
+    """``value`` if it is a positive int (or a positive integer tensor holding one number,
+    as under tracing), else ``ValueError`` naming the plate: a fractional size would rescale log
+    densities by a fraction, a zero one divide by zero."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_floating_point() or value.is_complex():
+            raise ValueError(
+                f"plate '{name}': {what} must be a positive int, got a tensor of dtype "
+                f"{value.dtype} and shape {tuple(value.shape)}"
+            )
+        if not torch.jit.is_tracing() and int(value) <= 0:
+            raise ValueError(f"plate '{name}': {what} must be a positive int, got {int(value)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(
+            f"plate '{name}': {what} must be a positive int, got {type(value).__name__} {value!r}"
+        )
+    if value <= 0:
+        raise ValueError(f"plate '{name}': {what} must be a positive int, got {value}")
+    return int(value)
 
 
 def prune_subsample_sites(trace: Trace) -> Trace:
@@ -98,8 +121,10 @@ class plate(Messenger):
             raise ValueError(
                 f"plate '{name}': expected dim < 0 (counted from the right), got {dim}"
             )
-        if size is not None and not isinstance(size, torch.Tensor) and size <= 0:
-            raise ValueError(f"plate '{name}': size must be positive, got {size}")
+        if size is not None:
+            size = _checked_count(name, "size", size)
+        if subsample_size is not None:
+            subsample_size = _checked_count(name, "subsample_size", subsample_size)
         if use_cuda and device is None:
             device = "cuda"
         self.name = name
@@ -116,6 +141,16 @@ class plate(Messenger):
         self.size = size
         if subsample is not None:
             subsample = torch.as_tensor(subsample)
+            if subsample.dim() != 1 or subsample.numel() == 0:
+                raise ValueError(
+                    f"plate '{name}': subsample must be a non-empty 1-D tensor of indices, got "
+                    f"shape {tuple(subsample.shape)}"
+                )
+            if subsample.is_floating_point() or subsample.is_complex():
+                raise ValueError(
+                    f"plate '{name}': subsample must hold integer indices, got dtype "
+                    f"{subsample.dtype}"
+                )
             if (
                 validation_enabled()
                 and subsample.numel()

@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,6 +29,21 @@ def scale_and_mask(tensor: torch.Tensor, scale: Any = 1.0, mask: Any = None) -> 
             return tensor
         return tensor * scale
     return torch.where(mask, tensor * scale, tensor.new_zeros(()))
+
+
+def _check_mask(name: str, mask: torch.Tensor, log_p: torch.Tensor) -> None:
+    """Raise unless ``mask`` broadcasts to the shape of the site's log density without
+    repeating it (leading dims of size 1 are fine)."""
+    try:
+        shape = torch.broadcast_shapes(mask.shape, log_p.shape)
+    except RuntimeError:
+        shape = None
+    if shape is None or math.prod(shape) != log_p.numel():
+        raise ValueError(
+            f"sample site '{name}': the mask of shape {tuple(mask.shape)} does not fit its log "
+            f"density of shape {tuple(log_p.shape)}; expected a mask that broadcasts to "
+            f"{tuple(log_p.shape)}"
+        )
 
 
 def _all_sites(name: str, site: Site) -> bool:
@@ -158,7 +174,10 @@ class Trace:
                 )
             ) from e
         site["unscaled_log_prob"] = log_p
-        log_p = scale_and_mask(log_p, site["scale"], site["mask"])
+        mask = site["mask"]
+        if isinstance(mask, torch.Tensor) and mask.shape != log_p.shape:
+            _check_mask(name, mask, log_p)
+        log_p = scale_and_mask(log_p, site["scale"], mask)
         site["log_prob"] = log_p
         # A scalar is its own sum: skipping the op keeps one node out of the graph.
         site["log_prob_sum"] = log_p if log_p.dim() == 0 else log_p.sum()
