@@ -458,3 +458,43 @@ def test_predictive_names_bad_samples_and_counts():
         pyro.infer.Predictive(model, posterior_samples={"z": torch.tensor(1.0)})
     with pytest.raises(ValueError, match="num_samples must be positive and an int, got 2.5"):
         pyro.infer.Predictive(model, num_samples=2.5)
+
+
+# ---- param init outside the support: Pyro's rule --------------------------------------------
+
+
+def test_simplex_param_initialised_as_pyroapi_does_matches_pyro(pyro_ref):
+    """pyroapi's backend tests initialise a simplex param with ``exp(randn(3))``: Pyro accepts
+    it, stores ``log`` of it unconstrained and reads back its normalised value."""
+    init = torch.randn(3, generator=torch.Generator().manual_seed(0)).exp()
+    expected = pyro_ref.param("p", init, constraint=constraints.simplex)
+    got = pyro.param("p", init, constraint=constraints.simplex)
+    assert torch.equal(got, expected)
+    assert torch.equal(
+        pyro.get_param_store().unconstrained("p"),
+        pyro_ref.get_param_store().get_param("p").unconstrained(),
+    )
+    # The Constrained of deferred distributions follows the same rule (one shared helper).
+    from miniprob.deferred import Constrained
+
+    assert torch.equal(Constrained(init, constraints.simplex)(), expected)
+
+
+def test_a_zero_in_a_simplex_init_is_refused_naming_the_parameter():
+    with pytest.raises(ValueError, match="param 'p'.*unconstrained value is not finite"):
+        pyro.param("p", torch.tensor([0.5, 0.5, 0.0]), constraint=constraints.simplex)
+    assert "p" not in pyro.get_param_store()
+    from miniprob.deferred import Constrained
+
+    with pytest.raises(ValueError, match="Constrained.*not finite"):
+        Constrained(torch.tensor([0.5, 0.5, 0.0]), constraints.simplex)
+
+
+def test_flat_view_is_called_like_its_module():
+    from miniprob.flat import FlatView
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    view = FlatView(net)
+    x = torch.randn(5, 3)
+    assert torch.equal(view(x), net(x))
+    assert torch.equal(view(x, vector=torch.zeros_like(view.vector)), torch.zeros(5, 1))
