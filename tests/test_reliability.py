@@ -4,6 +4,7 @@ failed step removes only its own parameters, and silent wrong results become err
 
 import hashlib
 import io
+import math
 import os
 import random
 import stat
@@ -498,3 +499,58 @@ def test_flat_view_is_called_like_its_module():
     x = torch.randn(5, 3)
     assert torch.equal(view(x), net(x))
     assert torch.equal(view(x, vector=torch.zeros_like(view.vector)), torch.zeros(5, 1))
+
+
+# ---- black_box ------------------------------------------------------------------------------
+
+_FORMULA = "math.sin(3 * x_) * math.exp(-x_) + math.cos(x_) ** 2"
+
+
+def _formula(x):
+    """The black box of the issue: a formula run by ``eval`` element by element, returned as
+    ``torch.tensor`` of Python floats, so float32 whatever the input's dtype."""
+    return torch.tensor([eval(_FORMULA, {"math": math, "x_": x_}) for x_ in x])
+
+
+def _formula_grad(x):
+    return (3 * torch.cos(3 * x) - torch.sin(3 * x)) * torch.exp(-x) - torch.sin(2 * x)
+
+
+@pytest.mark.filterwarnings("ignore:black_box")
+@pytest.mark.parametrize("method, tolerance", [("forward", 2e-3), ("central", 2e-4)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_black_box_default_step_follows_the_precision_of_the_output(method, tolerance, dtype):
+    from miniprob import black_box
+
+    x0 = torch.linspace(0.3, 2.0, 7, dtype=torch.float64)
+    x = x0.clone().to(dtype).requires_grad_()
+    out = black_box(_formula, method=method)(x)
+    assert _formula(x0).dtype == torch.float32
+    out.sum().backward()
+    exact = _formula_grad(x0)
+    error = ((x.grad.double() - exact).norm() / exact.norm()).item()
+    assert error < tolerance
+
+
+def test_black_box_step_that_vanishes_against_an_input_names_it():
+    from miniprob import black_box
+
+    fn = black_box(lambda a, x: np.sin(x.numpy()) * a.numpy(), step=1e-20)
+    a = torch.tensor(2.0, dtype=torch.float64)
+    x = torch.tensor([0.5, 3.0], dtype=torch.float64, requires_grad=True)
+    with pytest.raises(ValueError, match=r"step 1e-20 vanishes against argument 1 \('x'\)"):
+        fn(a, x)
+    coarse = black_box(_formula, method="central", step=1e-9)  # below float32's resolution
+    with pytest.raises(ValueError, match=r"below the resolution .* argument 0 \('x'\)"):
+        coarse(torch.tensor([0.5], dtype=torch.float64, requires_grad=True))
+
+
+def test_black_box_float32_argument_warns_once():
+    from miniprob import black_box
+
+    fn = black_box(lambda x: np.sin(x.numpy()))
+    x = torch.tensor([0.5], requires_grad=True)
+    with pytest.warns(UserWarning, match="float64 and cast back") as record:
+        for _ in range(3):
+            fn(x).sum().backward()
+    assert len([w for w in record if "cast back" in str(w.message)]) == 1
