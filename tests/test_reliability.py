@@ -156,6 +156,40 @@ def test_files_written_by_main_keep_loading():
     SVI(_model, _guide, sched, Trace_ELBO()).step()  # trains on from the loaded state
 
 
+@pytest.mark.parametrize(
+    "constraint",
+    [
+        constraints.positive,
+        constraints.unit_interval,
+        constraints.interval(torch.tensor([-1.0, 0.0]), torch.tensor([1.0, 2.0])),
+        constraints.greater_than(torch.tensor(0.5)),
+        constraints.less_than(3.0),
+        constraints.independent(constraints.positive, 1),
+        constraints.simplex,
+        constraints.lower_cholesky,
+        constraints.cat([constraints.real, constraints.positive], 0, [1, 1]),
+    ],
+    ids=repr,
+)
+def test_params_under_torch_constraints_round_trip_through_safe_loads(tmp_path, constraint):
+    init = {
+        constraints.simplex: torch.tensor([0.5, 0.5]),
+        constraints.lower_cholesky: torch.eye(2),
+    }.get(constraint, torch.tensor([0.8, 1.5]))
+    pyro.param("p", init, constraint=constraint)
+    expected = pyro.param("p").detach().clone()
+    pyro.get_param_store().save(tmp_path / "params.pt")
+    save_checkpoint(tmp_path / "run.ckpt")
+    for load in (
+        lambda: pyro.get_param_store().load(tmp_path / "params.pt"),
+        lambda: load_checkpoint(tmp_path / "run.ckpt"),
+    ):
+        pyro.clear_param_store()
+        load()
+        assert torch.equal(pyro.param("p"), expected)
+        assert type(pyro.get_param_store().get_constraint("p")) is type(constraint)
+
+
 def test_extra_is_checked_when_saving(tmp_path):
     path = tmp_path / "run.ckpt"
     with pytest.raises(ValueError, match="extra=.*will not load"):
