@@ -2,6 +2,7 @@
 permissions and clean up after killed writers, every load checks before it changes anything, a
 failed step removes only its own parameters, and silent wrong results become errors."""
 
+import copy
 import hashlib
 import io
 import math
@@ -335,6 +336,18 @@ def test_optimizer_file_with_wrong_moment_shapes_names_the_parameter(tmp_path):
     with pytest.raises(ValueError, match="param 'scale': 'exp_avg_sq'"):
         svi.step()
     assert "scale" not in pyro.get_param_store()
+
+
+def test_optimizer_state_torch_refuses_for_one_parameter_changes_none(tmp_path):
+    adam, _, _ = _trained(tmp_path)
+    before = adam.get_state()
+    state = copy.deepcopy(before)
+    state["loc"]["state"][0]["exp_avg"] = torch.full((2,), 7.0)
+    state["scale"]["param_groups"][0]["params"] = [0, 1]  # torch: size mismatch
+    with pytest.raises(ValueError, match="param 'scale'"):
+        adam.set_state(state)
+    after = adam.get_state()
+    assert torch.equal(after["loc"]["state"][0]["exp_avg"], before["loc"]["state"][0]["exp_avg"])
 
 
 @pytest.mark.parametrize("bad", [-1, 2**32, 2**33, True, 2.0])

@@ -233,7 +233,14 @@ class PyroOptim:
         (which casts tensors to ``p``'s dtype and device and upgrades older formats). Saved
         hyperparameters other than its group's give ``p`` an optimizer of its own, as in Pyro,
         instead of changing those of the parameters it shares one with."""
-        name, opt = self._owner[p]
+        self._install_param_state(p, self._loaded_param_state(p, state, args))
+
+    def _loaded_param_state(
+        self, p: torch.Tensor, state: dict, args: dict | None = None
+    ) -> torch.optim.Optimizer:
+        """A new torch optimizer for ``p`` holding ``state`` (nothing else changes, so a state
+        torch refuses leaves everything as it was)."""
+        name = self._owner[p][0]
         # ``args``: the optimizer arguments already resolved for ``p`` (a callable is not
         # asked twice).
         loaded = self._construct(name, p, self._args_for(name) if args is None else args)
@@ -243,6 +250,11 @@ class PyroOptim:
         # Copies: torch keeps the tensors it is given (a step count is updated in place).
         per = {i: {k: _copy(v) for k, v in st.items()} for i, st in state["state"].items()}
         loaded.load_state_dict({"state": per, "param_groups": [group]})
+        return loaded
+
+    def _install_param_state(self, p: torch.Tensor, loaded: torch.optim.Optimizer) -> None:
+        """Make the state of ``loaded`` (from :meth:`_loaded_param_state`) ``p``'s."""
+        name, opt = self._owner[p]
         if _hyperparameters(loaded, self._scheduled_keys) == _hyperparameters(
             opt, self._scheduled_keys
         ):
@@ -357,13 +369,20 @@ class PyroOptim:
         store = get_param_store()
         shapes = {name: tuple(store.unconstrained(name).shape) for name in state if name in store}
         check_optim_state(state, shapes)
+        loaded = {}
         for name, per in state.items():
             p = self._by_name.get(name)
             # A leaf the store no longer holds (it was reloaded or cleared) is stale: keep the
             # state for the leaf that will replace it.
             live = p is not None and name in store and store.unconstrained(name) is p
             if live and p in self._owner:
-                self._load_param_state(p, per)
+                try:  # every live parameter's state is loaded before any is installed
+                    loaded[name] = (p, self._loaded_param_state(p, per))
+                except (TypeError, ValueError, KeyError, RuntimeError) as e:
+                    raise ValueError(f"optimizer state: param '{name}': {e}") from e
+        for name, per in state.items():
+            if name in loaded:
+                self._install_param_state(*loaded[name])
             else:
                 self._pending[name] = per
 

@@ -175,7 +175,7 @@ class Trace:
             ) from e
         site["unscaled_log_prob"] = log_p
         mask = site["mask"]
-        if isinstance(mask, torch.Tensor) and mask.shape != log_p.shape:
+        if isinstance(mask, torch.Tensor) and mask.dim() and mask.shape != log_p.shape:
             _check_mask(name, mask, log_p)
         log_p = scale_and_mask(log_p, site["scale"], mask)
         site["log_prob"] = log_p
