@@ -179,11 +179,14 @@ def _numpy_globals() -> list[Any]:
     except ImportError:
         return []
     core = getattr(np, "_core", None) or np.core
+    reconstruct = core.multiarray._reconstruct
     # The dtypes of a NumPy RNG state and of ordinary numeric arrays.
     names = ("bool_", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
     names += ("float16", "float32", "float64", "complex64", "complex128")
     dtype_classes = {type(np.dtype(getattr(np, n))) for n in names}
-    return [core.multiarray._reconstruct, np.ndarray, np.dtype, *dtype_classes]
+    # Files written under NumPy 1 name the function by its old module.
+    old_name = (reconstruct, "numpy.core.multiarray._reconstruct")
+    return [reconstruct, old_name, np.ndarray, np.dtype, *dtype_classes]
 
 
 def safe_globals() -> list[Any]:

@@ -191,6 +191,26 @@ def test_params_under_torch_constraints_round_trip_through_safe_loads(tmp_path, 
         assert type(pyro.get_param_store().get_constraint("p")) is type(constraint)
 
 
+def test_numpy_arrays_written_under_numpy_1_load():
+    """NumPy 1 named the array constructor numpy.core.multiarray._reconstruct (NumPy 2:
+    numpy._core): an RNG state in a file written then still loads."""
+    import zipfile
+
+    buffer = io.BytesIO()
+    torch.save({"key": np.arange(3, dtype=np.uint32)}, buffer)
+    source, rewritten = zipfile.ZipFile(io.BytesIO(buffer.getvalue())), io.BytesIO()
+    with zipfile.ZipFile(rewritten, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename.endswith("data.pkl"):
+                data = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+            target.writestr(item, data)
+    rewritten.seek(0)
+    from miniprob.atomic import safe_load
+
+    assert safe_load(rewritten, "file")["key"].tolist() == [0, 1, 2]
+
+
 def test_extra_is_checked_when_saving(tmp_path):
     path = tmp_path / "run.ckpt"
     with pytest.raises(ValueError, match="extra=.*will not load"):
