@@ -166,8 +166,8 @@ class AutoDiagonalNormal(AutoContinuous):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
-        loc = self._init_loc()
-        self._add_param("loc", loc, plain=True)
+        self._add_param("loc", self._init_loc(), plain=True)
+        loc = self._read("loc")  # read, as Pyro's does here: first in the store's order
         self._add_param(
             "scale", loc.new_full((self.latent_dim,), self._init_scale), self.scale_constraint
         )
@@ -207,8 +207,8 @@ class AutoMultivariateNormal(AutoContinuous):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
-        loc = self._init_loc()
-        self._add_param("loc", loc, plain=True)
+        self._add_param("loc", self._init_loc(), plain=True)
+        loc = self._read("loc")  # read, as Pyro's does here: first in the store's order
         self._add_param("scale", torch.full_like(loc, self._init_scale), self.scale_constraint)
         eye = torch.eye(self.latent_dim, dtype=loc.dtype, device=loc.device)
         self._add_param("scale_tril", eye, self.scale_tril_constraint)
@@ -268,8 +268,8 @@ class AutoLowRankMultivariateNormal(AutoContinuous):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
-        loc = self._init_loc()
-        self._add_param("loc", loc, plain=True)
+        self._add_param("loc", self._init_loc(), plain=True)
+        loc = self._read("loc")  # read, as Pyro's does here: first in the store's order
         if self.rank is None:
             self.rank = int(round(self.latent_dim**0.5))
         init_scale = loc.new_full((self.latent_dim,), 0.5**0.5 * self._init_scale)
