@@ -73,7 +73,11 @@ def subsampled(lib):
     return model
 
 
-MODELS = {"positive_simplex": positive_simplex, "hierarchical": hierarchical, "subsampled": subsampled}
+MODELS = {
+    "positive_simplex": positive_simplex,
+    "hierarchical": hierarchical,
+    "subsampled": subsampled,
+}
 
 # ---- guides ------------------------------------------------------------------------------
 
@@ -91,9 +95,7 @@ GUIDES = {
     "AutoDelta": lambda lib, model: lib.infer.autoguide.AutoDelta(model),
     "AutoNormal": lambda lib, model: lib.infer.autoguide.AutoNormal(model),
     "AutoDiagonalNormal": lambda lib, model: lib.infer.autoguide.AutoDiagonalNormal(model),
-    "AutoMultivariateNormal": lambda lib, model: lib.infer.autoguide.AutoMultivariateNormal(
-        model
-    ),
+    "AutoMultivariateNormal": lambda lib, model: lib.infer.autoguide.AutoMultivariateNormal(model),
     "AutoLowRankMultivariateNormal": (
         lambda lib, model: lib.infer.autoguide.AutoLowRankMultivariateNormal(model, rank=2)
     ),

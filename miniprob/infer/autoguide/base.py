@@ -5,12 +5,11 @@ sees it) and records a *prototype trace* of the model's latent sample sites: the
 distributions, supports, shapes and plates. Each subclass builds its parameters from that trace
 and, at every later call, draws every latent site under the plates the prototype found.
 
-Parameters live in the param store under Pyro's names (``AutoNormal.locs.z``,
-``AutoDiagonalNormal.loc``, ``AutoGuideList.0.scale``) and, as the very same leaf tensors, in
-the guide's ``nn.Module`` (``guide.parameters()``, ``state_dict`` with Pyro's keys,
-``requires_grad_``). A parameter that the store has lost (``clear_param_store``) is put back at
-its next read; one the store holds under that name with another leaf (after
-``get_param_store().load(...)``) replaces the guide's.
+An autoguide is a :class:`~miniprob.nn.PyroModule` named after its class, as in Pyro: its
+parameters are ``PyroParam`` (and plain ``nn.Parameter``) attributes, so they live in the param
+store under Pyro's names (``AutoNormal.locs.z``, ``AutoDiagonalNormal.loc``,
+``AutoGuideList.0.scale``) and, as the very same leaf tensors, in the module
+(``guide.parameters()``, ``state_dict`` with Pyro's keys, ``requires_grad_``).
 """
 
 from __future__ import annotations
@@ -22,14 +21,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.distributions.constraint_registry import transform_to
 
 from ...distributions import constraints
-from ...params import _CURRENT, _transform_for
+from ...nn import PyroModule, PyroParam
 from ...poutine.handlers import block, trace
 from ...poutine.plate import _Subsample, plate
 from ...poutine.trace_struct import Trace
-from ...primitives import param
 from ...runtime import Message
 
 __all__ = ["AutoGuide"]
@@ -81,28 +78,7 @@ def periodic_repeat(tensor: torch.Tensor, size: int, dim: int) -> torch.Tensor:
     return result[(Ellipsis, slice(None, size)) + (slice(None),) * (-1 - dim)]
 
 
-class _Slot:
-    """One guide parameter: its store name, its owner module and attribute, its constraint."""
-
-    __slots__ = ("constraint", "event_dim", "fullname", "owner", "attr", "transform")
-
-    def __init__(
-        self,
-        fullname: str,
-        owner: nn.Module,
-        attr: str,
-        constraint: constraints.Constraint,
-        event_dim: int | None,
-    ) -> None:
-        self.fullname = fullname
-        self.owner = owner
-        self.attr = attr
-        self.constraint = constraint
-        self.event_dim = event_dim
-        self.transform = _transform_for(fullname, constraint)
-
-
-class AutoGuide(nn.Module):
+class AutoGuide(PyroModule):
     """Base class of the autoguides: a guide built from ``model``.
 
     Calling the guide (with the model's arguments) draws every latent site of the model and
@@ -120,14 +96,13 @@ class AutoGuide(nn.Module):
         *,
         create_plates: Callable[..., plate | Iterable[plate]] | None = None,
     ) -> None:
-        super().__init__()
-        self._pyro_name = type(self).__name__
+        super().__init__(name=type(self).__name__)
         self._model = (model,)  # a tuple: the model is not a submodule
         self.create_plates = create_plates
         self.prototype_trace: Trace | None = None
         self._prototype_frames: dict[str, Any] = {}
         self._master: weakref.ref | None = None
-        self._slots: dict[str, _Slot] = {}
+        self._param_paths: dict[str, tuple[PyroModule, str]] = {}
         self.plates: dict[str, plate] = {}
 
     @property
@@ -144,43 +119,30 @@ class AutoGuide(nn.Module):
         event_dim: int | None = None,
         plain: bool = False,
     ) -> None:
-        """Create parameter ``path`` (dotted: submodules are made as needed) from the
-        constrained ``init``; ``plain`` ones are unconstrained ``nn.Parameter`` attributes,
-        the others are kept as ``<name>_unconstrained`` (as Pyro's ``PyroParam``)."""
-        owner: nn.Module = self
+        """Set attribute ``path`` (dotted: ``PyroModule`` s are made on the way, as Pyro's
+        ``deep_setattr``) to a ``PyroParam`` holding ``init``, or, when ``plain``, to an
+        unconstrained ``nn.Parameter``."""
+        owner: PyroModule = self
         *parents, name = path.split(".")
         for part in parents:
             child = getattr(owner, part, None)
             if child is None:
-                child = nn.Module()
-                setattr(owner, part, child)
+                setattr(owner, part, PyroModule())
+                child = getattr(owner, part)
             owner = child
-        with torch.no_grad():
-            leaf = transform_to(constraint).inv(init.detach()).contiguous()
-        attr = name if plain else name + "_unconstrained"
-        setattr(owner, attr, nn.Parameter(leaf))
-        self._slots[path] = _Slot(f"{self._pyro_name}.{path}", owner, attr, constraint, event_dim)
+        setattr(
+            owner, name, nn.Parameter(init) if plain else PyroParam(init, constraint, event_dim)
+        )
+        self._param_paths[path] = owner, name
 
     def _read(self, path: str) -> torch.Tensor:
-        """Parameter ``path``'s constrained value, read through a ``param`` statement."""
-        slot = self._slots[path]
-        leaf = slot.owner._parameters[slot.attr]
-        store = _CURRENT.get()
-        stored = store._params.get(slot.fullname)
-        if stored is not leaf:
-            if stored is None:
-                store._register(slot.fullname, leaf, slot.constraint, slot.transform)
-            else:  # the store's value wins (a loaded store)
-                if not isinstance(stored, nn.Parameter):
-                    del store[slot.fullname]
-                    stored = nn.Parameter(stored.detach())
-                    store._register(slot.fullname, stored, slot.constraint, slot.transform)
-                slot.owner._parameters[slot.attr] = stored
-        return param(slot.fullname, event_dim=slot.event_dim)
+        """Parameter ``path`` (a ``param`` statement when read inside a call of the guide)."""
+        owner, name = self._param_paths[path]
+        return getattr(owner, name)
 
     def _get(self, path: str) -> torch.Tensor:
         """Parameter ``path`` when the guide has it, else its fixed buffer of that name."""
-        if path in self._slots:
+        if path in self._param_paths:
             return self._read(path)
         return getattr(self, path)
 

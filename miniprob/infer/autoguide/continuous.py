@@ -216,8 +216,8 @@ class AutoMultivariateNormal(AutoContinuous):
     def _fix(self, loc: torch.Tensor, scale: torch.Tensor, scale_tril: torch.Tensor) -> None:
         """Replace the three parameters by fixed buffers (a Laplace approximation's)."""
         for path in ("loc", "scale", "scale_tril"):
-            slot = self._slots.pop(path)
-            delattr(self, slot.attr)
+            del self._param_paths[path]
+            delattr(self, path)
         self.register_buffer("loc", loc)
         self.register_buffer("scale", scale)
         self.register_buffer("scale_tril", scale_tril)
@@ -331,7 +331,7 @@ class AutoLaplaceApproximation(AutoContinuous):
         guide_trace = trace(self).get_trace(*args, **kwargs)
         model_trace = trace(replay(self.model, trace=guide_trace)).get_trace(*args, **kwargs)
         loss = guide_trace.log_prob_sum() - model_trace.log_prob_sum()
-        loc_leaf = self._slots["loc"].owner._parameters["loc"]
+        loc_leaf = self._parameters["loc"]
         hessian = _hessian(loss, loc_leaf)
         with torch.no_grad():
             loc = loc_leaf.detach()

@@ -89,15 +89,13 @@ class AutoGuideList(AutoGuide, nn.ModuleList):
             part = AutoCallable(self.model, part)
         if part._master is not None:
             raise ValueError(f"AutoGuideList: the part {part._pyro_name} is already in a list")
-        if part.prototype_trace is not None or part._slots:
+        if part.prototype_trace is not None or part._param_paths:
             raise ValueError(
                 f"AutoGuideList: the part {part._pyro_name} has already run; append parts "
                 "before their first call (their parameters are named after the list)"
             )
-        index = str(len(self))
-        self.add_module(index, part)
+        self.add_module(str(len(self)), part)  # renames it: AutoGuideList.0, ...
         part._master = weakref.ref(self)
-        part._pyro_name = f"{self._pyro_name}.{index}"
 
     def add(self, part: AutoGuide | Callable) -> None:
         """Pyro's older name for :meth:`append`."""
