@@ -1,7 +1,7 @@
 """Autoguides against Pyro's: the same model, the same seed, the same numbers.
 
 For each autoguide class and each model (a positive and a simplex latent; a plated
-hierarchical model; a subsampled plate), both libraries build the guide, run SVI for 50 steps
+hierarchical model; a subsampled plate; a ``PyroModule`` Bayesian regression), both libraries build the guide, run SVI for 50 steps
 and must agree on the parameter names, the initial values, the loss history and the parameter
 trajectory (parameters bitwise: the arithmetic is the same; losses to a relative 1e-6, as Pyro
 sums them in float64), then, bitwise, on ``median``, ``quantiles`` and ``Predictive`` draws.
@@ -14,6 +14,7 @@ import miniprob
 import miniprob.distributions
 import miniprob.infer
 import miniprob.infer.autoguide
+import miniprob.nn
 import miniprob.optim
 import miniprob.poutine
 
@@ -22,6 +23,7 @@ import pyro  # noqa: E402
 import pyro.distributions  # noqa: E402
 import pyro.infer  # noqa: E402
 import pyro.infer.autoguide  # noqa: E402
+import pyro.nn  # noqa: E402
 import pyro.optim  # noqa: E402
 import pyro.poutine  # noqa: E402
 
@@ -73,19 +75,49 @@ def subsampled(lib):
     return model
 
 
+X = torch.linspace(-1.0, 1.0, 16).reshape(8, 2)
+
+
+def regression(lib):
+    """A ``PyroModule[nn.Linear]`` Bayesian regression (Pyro's tutorial model)."""
+    dist = lib.distributions
+    PyroModule, PyroSample = lib.nn.PyroModule, lib.nn.PyroSample
+
+    class BayesianRegression(PyroModule):
+        def __init__(self, in_features, out_features):
+            super().__init__()
+            self.linear = PyroModule[torch.nn.Linear](in_features, out_features)
+            self.linear.weight = PyroSample(
+                dist.Normal(0.0, 1.0).expand([out_features, in_features]).to_event(2)
+            )
+            self.linear.bias = PyroSample(dist.Normal(0.0, 10.0).expand([out_features]).to_event(1))
+
+        def forward(self, data):
+            sigma = lib.sample("sigma", dist.Uniform(0.0, 10.0))
+            mean = self.linear(X).squeeze(-1)
+            with lib.plate("data", X.shape[0]):
+                lib.sample("obs", dist.Normal(mean, sigma), obs=data)
+            return mean
+
+    return BayesianRegression(2, 1)
+
+
 MODELS = {
     "positive_simplex": positive_simplex,
     "hierarchical": hierarchical,
     "subsampled": subsampled,
+    "regression": regression,
 }
 
 # ---- guides ------------------------------------------------------------------------------
 
 
-def guide_list(lib, model):
+def guide_list(lib, model, model_name):
     ag = lib.infer.autoguide
     guide = ag.AutoGuideList(model)
-    first = {"positive_simplex": "s", "hierarchical": "mu", "subsampled": "loc"}[model.__name__]
+    first = {"positive_simplex": "s", "hierarchical": "mu", "subsampled": "loc"}.get(
+        model_name, "sigma"
+    )
     guide.append(ag.AutoDelta(lib.poutine.block(model, expose=[first])))
     guide.append(ag.AutoNormal(lib.poutine.block(model, hide=[first])))
     return guide
@@ -102,13 +134,14 @@ GUIDES = {
     "AutoLaplaceApproximation": (
         lambda lib, model: lib.infer.autoguide.AutoLaplaceApproximation(model)
     ),
-    "AutoGuideList": guide_list,
+    "AutoGuideList": None,
 }
 
 
 def build(lib, model_name, guide_name):
     model = MODELS[model_name](lib)
-    model.__name__ = model_name
+    if guide_name == "AutoGuideList":
+        return model, guide_list(lib, model, model_name)
     return model, GUIDES[guide_name](lib, model)
 
 
