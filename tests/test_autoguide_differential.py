@@ -1,10 +1,11 @@
 """Autoguides against Pyro's: the same model, the same seed, the same numbers.
 
 For each autoguide class and each model (a positive and a simplex latent; a plated
-hierarchical model; a subsampled plate; a ``PyroModule`` Bayesian regression), both libraries build the guide, run SVI for 50 steps
-and must agree on the parameter names, the initial values, the loss history and the parameter
-trajectory (parameters bitwise: the arithmetic is the same; losses to a relative 1e-6, as Pyro
-sums them in float64), then, bitwise, on ``median``, ``quantiles`` and ``Predictive`` draws.
+hierarchical model; a subsampled plate; a ``PyroModule`` Bayesian regression), both libraries
+build the guide, run SVI for 50 steps and must agree on the parameter names, the initial
+values, the loss history and the parameter trajectory (parameters bitwise: the arithmetic is
+the same; losses to a relative 1e-6, as Pyro sums them in float64), then, bitwise, on
+``median``, ``quantiles`` and ``Predictive`` draws.
 """
 
 import pytest
@@ -43,7 +44,7 @@ def positive_simplex(lib):
         s = lib.sample("s", dist.LogNormal(0.0, 1.0))
         p = lib.sample("p", dist.Dirichlet(torch.ones(3)))
         with lib.plate("data", len(data)):
-            lib.sample("obs", dist.Normal(3.0 * p[0] - p[2], s), obs=data)
+            lib.sample("obs", dist.Normal(3.0 * p[..., 0] - p[..., 2], s), obs=data)
 
     return model
 

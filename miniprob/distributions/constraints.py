@@ -10,11 +10,10 @@ Example::
 """
 
 from torch.distributions.constraints import *  # noqa: F403
+from torch.distributions.constraints import Constraint as _Constraint
 from torch.distributions.constraints import __all__  # noqa: F401
-
-from torch.distributions.constraints import Constraint as _Constraint  # noqa: E402
-from torch.distributions.constraints import lower_cholesky as _lower_cholesky  # noqa: E402
-from torch.distributions.constraints import positive as _positive  # noqa: E402
+from torch.distributions.constraints import lower_cholesky as _lower_cholesky
+from torch.distributions.constraints import positive as _positive
 
 
 class _SoftplusPositive(type(_positive)):

@@ -164,6 +164,11 @@ class AutoGuide(PyroModule):
                         f"(write `with plate('{frame.name}', ...)`)"
                     )
                 self._prototype_frames[frame.name] = frame
+        try:
+            self._check_init_values(getattr(self, "init_loc_fn", None))
+        except ValueError:
+            self.prototype_trace = None  # the guide is as before its first call
+            raise
 
     def _latent_sites(self) -> Iterable[tuple[str, Message]]:
         return self.prototype_trace.iter_stochastic_nodes()

@@ -49,7 +49,6 @@ class AutoContinuous(AutoGuide):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
-        self._check_init_values(self.init_loc_fn)
         unconstrained = []
         self._sites = []
         for name, site in self._latent_sites():
@@ -111,7 +110,7 @@ class AutoContinuous(AutoGuide):
         for (name, transform, _, site_event_dim, frames), u in self._unpack_latent(latent):
 
             def draw(name=name, transform=transform, u=u, sed=site_event_dim):
-                return constrained_site(name, transform, u, sed)
+                return constrained_site(self._pyro_name, name, transform, u, sed)
 
             result[name] = self._in_plates(plates, frames, draw)
         return result

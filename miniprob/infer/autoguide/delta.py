@@ -50,7 +50,6 @@ class AutoDelta(AutoGuide):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
-        self._check_init_values(self.init_loc_fn)
         self._sites = []
         for name, site in self._latent_sites():
             value = site["value"].detach()
@@ -72,7 +71,9 @@ class AutoDelta(AutoGuide):
         for name, event_dim, frames in self._sites:
 
             def draw(name=name, event_dim=event_dim):
-                return sample(name, Delta(self._read(name), event_dim=event_dim))
+                value = self._read(name)
+                infer = {"autoguide": self._pyro_name}
+                return sample(name, Delta(value, event_dim=event_dim), infer=infer)
 
             result[name] = self._in_plates(plates, frames, draw)
         return result

@@ -56,6 +56,16 @@ def _is_multivariate(fn: Distribution) -> bool:
     return any(size > 1 for size in fn.event_shape)
 
 
+def discrete_site_error(site: Site) -> ValueError:
+    """The error for a discrete latent site that an autoguide was asked to cover."""
+    name = site["name"]
+    return ValueError(
+        f"sample site '{name}' is discrete (support {site['fn'].support}): an autoguide covers "
+        "continuous latents only. Mark it for enumeration (infer={'enumerate': 'parallel'}), "
+        f"or hide it from the autoguide: AutoNormal(poutine.block(model, hide=['{name}']))"
+    )
+
+
 @contextmanager
 def support_errors(site: Site) -> Iterator[None]:
     """Turn torch's ``NotImplementedError`` for a support without a bijection into an error
@@ -63,16 +73,12 @@ def support_errors(site: Site) -> Iterator[None]:
     try:
         yield
     except NotImplementedError:
-        name, support = site["name"], site["fn"].support
-        if support.is_discrete:
-            raise ValueError(
-                f"sample site '{name}' is discrete (support {support}): an autoguide covers "
-                "continuous latents only. Enumerate it (infer={'enumerate': 'parallel'}) or "
-                f"hide it from the autoguide: AutoNormal(poutine.block(model, hide=['{name}']))"
-            ) from None
+        if site["fn"].support.is_discrete:
+            raise discrete_site_error(site) from None
         raise ValueError(
-            f"sample site '{name}': its support {support} has no bijection from the real "
-            "numbers, so an autoguide cannot cover it (reparameterize or hide the site)"
+            f"sample site '{site['name']}': its support {site['fn'].support} has no bijection "
+            "from the real numbers, so an autoguide cannot cover it (reparameterize or hide "
+            "the site)"
         ) from None
 
 
@@ -285,6 +291,10 @@ class InitMessenger(Messenger):
             return
         if isinstance(msg["fn"], _Subsample):
             return
+        if msg["fn"].support.is_discrete:
+            if msg["infer"].get("enumerate"):
+                return  # left to enumeration: not part of the guide
+            raise discrete_site_error(msg)
         # The strategy sees the site as Pyro's does: its distribution covers its plates.
         _broadcast_to_plates(msg)
         with torch.no_grad(), support_errors(msg):

@@ -26,6 +26,7 @@ def _check_init_scale(init_scale: Any) -> float:
 
 
 def constrained_site(
+    guide: str,
     name: str,
     transform: Any,
     unconstrained: torch.Tensor,
@@ -33,13 +34,14 @@ def constrained_site(
 ) -> torch.Tensor:
     """Sample site ``name`` at ``transform(unconstrained)``: a ``Delta`` whose log density is
     the log-det-Jacobian of the inverse transform (so the guide's density is that of the
-    constrained value)."""
+    constrained value). ``infer["autoguide"]`` names the guide (for the ELBO's checks)."""
+    infer = {"autoguide": guide}
     if transform is identity_transform:
-        return sample(name, Delta(unconstrained, event_dim=event_dim))
+        return sample(name, Delta(unconstrained, event_dim=event_dim), infer=infer)
     value = transform(unconstrained)
     log_density = transform.inv.log_abs_det_jacobian(value, unconstrained)
     log_density = sum_rightmost(log_density, log_density.dim() - value.dim() + event_dim)
-    return sample(name, Delta(value, log_density=log_density, event_dim=event_dim))
+    return sample(name, Delta(value, log_density=log_density, event_dim=event_dim), infer=infer)
 
 
 class AutoNormal(AutoGuide):
@@ -84,7 +86,6 @@ class AutoNormal(AutoGuide):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
-        self._check_init_values(self.init_loc_fn)
         self._sites = []
         for name, site in self._latent_sites():
             with support_errors(site):
@@ -122,7 +123,7 @@ class AutoNormal(AutoGuide):
                     Normal(loc, scale).to_event(event_dim),
                     infer={"is_auxiliary": True},
                 )
-                return constrained_site(name, transform, u, sed)
+                return constrained_site(self._pyro_name, name, transform, u, sed)
 
             result[name] = self._in_plates(plates, frames, draw)
         return result
