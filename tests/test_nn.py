@@ -326,6 +326,18 @@ def test_deepcopy_and_pickle_keep_values_and_training_goes_on():
     before = m.scale.item()
     svi.step(x)  # the live module still trains after being pickled
     assert m.scale.item() != before
+    miniprob.clear_param_store()
+    loaded(x)  # the copy registers its own leaves
+    store = miniprob.get_param_store()
+    assert store.unconstrained("linear.weight") is loaded.linear._parameters["weight"]
+    assert miniprob.param("linear.weight").unconstrained() is loaded.linear._parameters["weight"]
+
+
+def test_a_module_registered_with_module_pickles():
+    net = miniprob.module("net", nn.Linear(2, 1))
+    copy_ = pickle.loads(pickle.dumps(net))
+    assert torch.equal(copy_.weight, net.weight)
+    assert miniprob.param("net$$$weight").unconstrained() is net.weight
 
 
 def test_to_pyro_module_and_module_list():

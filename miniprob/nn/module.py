@@ -161,8 +161,6 @@ class _Context:
         self.used = False
 
     def __enter__(self) -> None:
-        if _DETACHED_HANDLES:
-            _restore_handles()
         self.active += 1
         self.used = True
 
@@ -170,17 +168,6 @@ class _Context:
         self.active -= 1
         if not self.active:
             self.cache.clear()
-
-
-# Pickling a module needs its parameters without their ``.unconstrained`` weakrefs (Pyro drops
-# them too); they are the store's leaves, so they get them back at the next call of a module.
-_DETACHED_HANDLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _restore_handles() -> None:
-    for leaf, handle in list(_DETACHED_HANDLES.items()):
-        leaf.unconstrained = handle
-    _DETACHED_HANDLES.clear()
 
 
 def _make_name(prefix: str, name: str) -> str:
@@ -280,7 +267,8 @@ def _reduce_mixin(self: PyroModule) -> tuple:
     # A mixin class is made at run time, so pickle cannot find it by name: rebuild it from the
     # class it mixes into.
     mixed = next(b for b in type(self).__bases__ if not issubclass(b, PyroModule))
-    return _new_mixin_instance, (mixed,), self.__getstate__()
+    state = self.__getstate__() if hasattr(self, "__getstate__") else self.__dict__.copy()
+    return _new_mixin_instance, (mixed,), state
 
 
 def _new_mixin_instance(Module: type) -> PyroModule:
@@ -497,13 +485,6 @@ class PyroModule(torch.nn.Module, metaclass=_PyroModuleMeta):
             fullname = _make_name(self._pyro_name, name)
             if fullname in store:
                 del store[fullname]
-
-    def __getstate__(self) -> dict[str, Any]:
-        for leaf in self.parameters():
-            handle = leaf.__dict__.pop("unconstrained", None)
-            if handle is not None:
-                _DETACHED_HANDLES[leaf] = handle
-        return self.__dict__.copy()
 
 
 def _pyro_params_of(mod: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
