@@ -7,6 +7,8 @@ the parameters after every step.
 
 import copy
 import pickle
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -419,3 +421,123 @@ def test_pyro_param_init_with_a_nonfinite_inverse_is_refused(init, constraint, f
     with pytest.raises(ValueError, match=rf"PyroParam 'scale'.*{found}"):
         m.scale = PyroParam(init, constraint=constraint)
     assert torch.equal(m.scale.detach(), before)  # nothing changed
+
+
+# ---- PyroParam event_dim in a subsampled plate; decorators ----------------------------------
+def local_guide(lib):
+    dist, pnn = lib.distributions, lib.nn
+
+    class Guide(pnn.PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.locs = pnn.PyroParam(torch.linspace(-1.0, 1.0, 6), event_dim=0)
+            self.scales = pnn.PyroParam(
+                torch.full((6,), 0.5), constraint=constraints.positive, event_dim=0
+            )
+
+        def forward(self, data):
+            with lib.plate("data", 6, subsample_size=3):
+                lib.sample("z", dist.Normal(self.locs, self.scales))
+
+    def model(data):
+        with lib.plate("data", 6, subsample_size=3) as idx:
+            z = lib.sample("z", dist.Normal(0.0, 1.0))
+            lib.sample("obs", dist.Normal(z, 1.0), obs=data[idx])
+
+    return model, Guide()
+
+
+def test_pyro_params_are_subsampled_by_event_dim_as_in_pyro():
+    data = torch.tensor([0.5, -0.3, 1.2, 0.0, 2.0, -1.0])
+    expected = fit(pyro, local_guide, 20, data)
+    actual = fit(miniprob, local_guide, 20, data)
+    assert_same_fit(expected, actual, exact=True)
+
+
+def decorated(lib):
+    dist, pnn = lib.distributions, lib.nn
+
+    class Decorated(pnn.PyroModule):
+        @pnn.PyroParam(constraint=constraints.positive, event_dim=1)
+        def scale(self):
+            return torch.full((2,), 0.5)
+
+        @pnn.PyroParam
+        def loc(self):
+            return torch.randn(2)
+
+        @pnn.PyroSample
+        def x(self):
+            return dist.Normal(self.loc, self.scale).to_event(1)
+
+        @pnn.PyroSample
+        def y(self):
+            return self.x.sum()
+
+        def forward(self):
+            return self.y
+
+    return Decorated()
+
+
+def test_decorators_match_pyro_and_pickle():
+    traces = {}
+    for name, lib in LIBS.items():
+        lib.set_rng_seed(1)
+        module = decorated(lib)
+        traces[name] = lib.poutine.trace(module).get_trace()
+    tp, tm = traces["pyro"], traces["miniprob"]
+    assert list(tm.nodes) == list(tp.nodes)
+    for name in ("loc", "scale", "x", "y"):
+        assert torch.equal(tm.nodes[name]["value"], tp.nodes[name]["value"]), name
+
+
+class Decorated(PyroModule):
+    @PyroParam(constraint=constraints.positive)
+    def scale(self):
+        return torch.full((2,), 0.5)
+
+    @PyroSample
+    def x(self):
+        return miniprob.distributions.Normal(0.0, self.scale).to_event(1)
+
+    def forward(self):
+        return self.x
+
+
+def test_decorated_modules_pickle():
+    module = Decorated()
+    module()
+    loaded = pickle.loads(pickle.dumps(module))
+    assert torch.equal(loaded.scale, module.scale)
+    with miniprob.poutine.trace() as tr:
+        assert loaded().shape == (2,)
+    assert list(tr.trace.nodes) == ["scale", "x"]
+
+
+def test_readme_example_runs_and_names_sites_by_path():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Bayesian modules")[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = {
+        "PyroModule": PyroModule,
+        "PyroParam": PyroParam,
+        "PyroSample": PyroSample,
+        "nn": nn,
+        "torch": torch,
+        "pyro": miniprob,
+        "dist": miniprob.distributions,
+        "constraints": constraints,
+    }
+    exec(compile(code, "README.md", "exec"), namespace)
+    trace = miniprob.poutine.trace(namespace["BayesianRegression"]()).get_trace(
+        torch.randn(5, 3), torch.randn(5)
+    )
+    assert [n for n in trace.nodes if not n.startswith("_")] == [
+        "linear.weight",
+        "linear.bias",
+        "data",
+        "sigma",
+        "obs",
+    ]
+    assert sorted(miniprob.get_param_store().keys()) == ["linear.bias", "sigma"]
