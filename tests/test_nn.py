@@ -184,6 +184,19 @@ def test_nested_constrained_params_follow_pyro():
     assert_same_fit(expected, actual, exact=True)
 
 
+def test_a_frozen_sub_module_stays_frozen_as_in_pyro():
+    def frozen(lib):
+        model, guide = nested_guide(lib)
+        guide.inner.requires_grad_(False)
+        return model, guide
+
+    data = torch.tensor([2.1, 2.4, 1.9, 2.2])
+    expected = fit(pyro, frozen, 5, data)
+    actual = fit(miniprob, frozen, 5, data)
+    assert_same_fit(expected, actual, exact=True)
+    assert torch.equal(actual[2][-1]["guide.inner.scale"], actual[0]["guide.inner.scale"])
+
+
 def test_store_and_module_share_leaves():
     _, guide = nested_guide(miniprob)
     guide(torch.zeros(1))

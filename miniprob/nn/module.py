@@ -233,10 +233,13 @@ def _as_module_leaf(store: ParamStore, fullname: str) -> torch.nn.Parameter:
 def _put_in_store(
     store: ParamStore, fullname: str, leaf: torch.Tensor, constraint: constraints.Constraint
 ) -> None:
+    # A leaf frozen with ``requires_grad_(False)`` stays frozen (registering would unfreeze it).
+    requires_grad = leaf.requires_grad
     old = store._params.get(fullname)
     if old is not None:
         store._param_to_name.pop(old, None)
     store._register(fullname, leaf, constraint, _transform_for(fullname, constraint))
+    leaf.requires_grad_(requires_grad)
 
 
 class _PyroModuleMeta(type):
