@@ -554,3 +554,60 @@ def test_readme_example_runs_and_names_sites_by_path():
         "obs",
     ]
     assert sorted(miniprob.get_param_store().keys()) == ["linear.bias", "sigma"]
+
+
+class Tree(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.linear = PyroModule[nn.Linear](2, 1)
+        self.linear2 = PyroModule[nn.Linear](2, 1)
+        self.plain = nn.Linear(2, 1)
+        self.s = PyroParam(torch.tensor(1.0), constraint=constraints.positive)
+
+    def forward(self, x):
+        return self.linear(x) + self.linear2(x) + self.plain(x) * self.s
+
+
+def test_deleting_attributes_removes_them_from_the_store():
+    tree = Tree()
+    tree(torch.ones(1, 2))
+    store = miniprob.get_param_store()
+    assert sorted(store.keys()) == [
+        "linear.bias",
+        "linear.weight",
+        "linear2.bias",
+        "linear2.weight",
+        "plain$$$bias",
+        "plain$$$weight",
+        "s",
+    ]
+    del tree.linear, tree.s, tree.plain
+    assert sorted(store.keys()) == ["linear2.bias", "linear2.weight"]
+    assert "s_unconstrained" not in dict(tree.named_parameters())
+    assert not hasattr(tree, "s")
+
+
+def converted_mlp(lib):
+    dist, pnn = lib.distributions, lib.nn
+    net = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1))
+    pnn.module.to_pyro_module_(net)  # (not in pyro.nn itself)
+    net[2].weight = pnn.PyroSample(dist.Normal(0.0, 1.0).expand([1, 4]).to_event(2))
+
+    def model(x, y):
+        mean = net(x).squeeze(-1)
+        with lib.plate("data", len(x)):
+            lib.sample("obs", dist.Normal(mean, 0.5), obs=y)
+
+    def guide(x, y):
+        loc = lib.param("w_loc", torch.zeros(1, 4))
+        scale = lib.param("w_scale", torch.full((1, 4), 0.3), constraint=constraints.positive)
+        lib.sample("2.weight", dist.Normal(loc, scale).to_event(2))
+
+    return model, guide
+
+
+def test_a_converted_third_party_module_trains_as_in_pyro():
+    expected = fit(pyro, converted_mlp, 20, X, Y)
+    actual = fit(miniprob, converted_mlp, 20, X, Y)
+    assert_same_fit(expected, actual, exact=True)
+    assert set(actual[2][-1]) == {"w_loc", "w_scale", "0.weight", "0.bias", "2.bias"}

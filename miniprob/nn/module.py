@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.distributions import Distribution, constraints
 
-from ..params import _CURRENT, ParamStore, _transform_for
+from ..params import _CURRENT, MODULE_SEPARATOR, ParamStore, _transform_for
 from ..primitives import deterministic, module, param, sample
 from ..unconstrain import constraint_transform, unconstrain
 
@@ -448,7 +448,9 @@ class PyroModule(torch.nn.Module, metaclass=_PyroModuleMeta):
         if self.__dict__.get("_pyro_context") is not None and self._pyro_context.active:
             fullname = _make_name(self._pyro_name, name)
             param(fullname, value)
-            value = _as_module_leaf(_CURRENT.get(), fullname)
+            store = _CURRENT.get()
+            if fullname in store:  # (a handler may have given the value instead)
+                value = _as_module_leaf(store, fullname)
         super().__setattr__(name, value)
 
     def _fullname_or(self, name: str) -> str:
@@ -476,8 +478,9 @@ class PyroModule(torch.nn.Module, metaclass=_PyroModuleMeta):
             del self._modules[name]
             if "_pyro_context" in state and self._pyro_context.used:
                 store = _CURRENT.get()
-                prefix = _make_name(self._pyro_name, name)
-                for key in [k for k in store.keys() if k.startswith(prefix)]:
+                path = _make_name(self._pyro_name, name)
+                inside = (path + ".", path + MODULE_SEPARATOR)
+                for key in [k for k in store.keys() if k == path or k.startswith(inside)]:
                     del store[key]
         else:
             super().__delattr__(name)
