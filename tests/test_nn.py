@@ -611,3 +611,31 @@ def test_a_converted_third_party_module_trains_as_in_pyro():
     actual = fit(miniprob, converted_mlp, 20, X, Y)
     assert_same_fit(expected, actual, exact=True)
     assert set(actual[2][-1]) == {"w_loc", "w_scale", "0.weight", "0.bias", "2.bias"}
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_jit_elbo_on_a_pyro_module_guide_gives_trace_elbo_numbers():
+    data = torch.tensor([2.1, 2.4, 1.9, 2.2])
+    runs = {}
+    for loss in (miniprob.infer.Trace_ELBO, miniprob.infer.JitTrace_ELBO):
+        miniprob.clear_param_store()
+        miniprob.set_rng_seed(0)
+        model, guide = nested_guide(miniprob)
+        svi = miniprob.infer.SVI(model, guide, miniprob.optim.Adam({"lr": 0.02}), loss())
+        losses = [svi.step(data) for _ in range(5)]
+        runs[loss] = losses, snapshot(miniprob)
+    (losses_t, params_t), (losses_j, params_j) = runs.values()
+    assert losses_j == losses_t
+    assert all(torch.equal(params_j[k], v) for k, v in params_t.items())
+
+
+def test_rnn_weights_as_pyro_samples():
+    gru = PyroModule[nn.GRU](2, 3)
+    prior = miniprob.distributions.Normal(0.0, 1.0).expand([9, 2]).to_event(2)
+    gru.weight_ih_l0 = PyroSample(prior)
+    with miniprob.poutine.trace() as tr:
+        out, _ = gru(torch.ones(4, 1, 2))
+    assert out.shape == (4, 1, 3)
+    assert [n for n, s in tr.trace.nodes.items() if s["type"] == "sample"] == ["weight_ih_l0"]
+    params = [n for n, s in tr.trace.nodes.items() if s["type"] == "param"]
+    assert params == ["weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
