@@ -639,3 +639,20 @@ def test_rnn_weights_as_pyro_samples():
     assert [n for n, s in tr.trace.nodes.items() if s["type"] == "sample"] == ["weight_ih_l0"]
     params = [n for n, s in tr.trace.nodes.items() if s["type"] == "param"]
     assert params == ["weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+
+
+def test_param_store_save_and_load_reach_pyro_params(tmp_path):
+    m = Regression()
+    m(torch.ones(1, 3))
+    with torch.no_grad():
+        m.scale_unconstrained.add_(0.5)
+    saved = m.scale.detach().clone()
+    miniprob.get_param_store().save(tmp_path / "store.pt")
+    miniprob.clear_param_store()
+    fresh = Regression()
+    miniprob.get_param_store().load(tmp_path / "store.pt")
+    fresh(torch.ones(1, 3))  # reading adopts the loaded leaf
+    assert torch.equal(fresh.scale.detach(), saved)
+    leaf = fresh.scale_unconstrained
+    assert isinstance(leaf, nn.Parameter)
+    assert miniprob.get_param_store().unconstrained("scale") is leaf
