@@ -348,6 +348,18 @@ def test_deepcopy_and_pickle_keep_values_and_training_goes_on():
     assert miniprob.param("linear.weight").unconstrained() is loaded.linear._parameters["weight"]
 
 
+class NamedLinear(PyroModule[nn.Linear]):
+    pass
+
+
+def test_mixins_and_their_named_subclasses_pickle_as_themselves():
+    for module in (PyroModule[nn.Linear](2, 1), NamedLinear(2, 1)):
+        module.s = PyroParam(torch.tensor(2.0), constraint=constraints.positive)
+        loaded = pickle.loads(pickle.dumps(module))
+        assert type(loaded) is type(module)
+        assert torch.equal(loaded.weight, module.weight) and loaded.s.item() == 2.0
+
+
 def test_a_module_registered_with_module_pickles():
     net = miniprob.module("net", nn.Linear(2, 1))
     copy_ = pickle.loads(pickle.dumps(net))

@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import copyreg
 import functools
 import inspect
 import weakref
@@ -260,7 +261,11 @@ class _PyroModuleMeta(type):
             mixin = type(
                 "Pyro" + Module.__name__,
                 (Module, *bases),
-                {"__reduce__": _reduce_mixin, "__module__": Module.__module__},
+                {
+                    "__reduce__": _reduce_mixin,
+                    "__module__": Module.__module__,
+                    "_pyro_mixed_into": Module,
+                },
             )
             _PyroModuleMeta._mixins[Module] = mixin
         return mixin
@@ -268,9 +273,11 @@ class _PyroModuleMeta(type):
 
 def _reduce_mixin(self: PyroModule) -> tuple:
     # A mixin class is made at run time, so pickle cannot find it by name: rebuild it from the
-    # class it mixes into.
-    mixed = next(b for b in type(self).__bases__ if not issubclass(b, PyroModule))
+    # class it mixes into. A named subclass of a mixin pickles by its name, as usual.
     state = self.__getstate__() if hasattr(self, "__getstate__") else self.__dict__.copy()
+    mixed = type(self).__dict__.get("_pyro_mixed_into")
+    if mixed is None:
+        return copyreg.__newobj__, (type(self),), state
     return _new_mixin_instance, (mixed,), state
 
 
