@@ -357,20 +357,31 @@ class PyroModule(torch.nn.Module, metaclass=_PyroModuleMeta):
         pyro_samples = state.get("_pyro_samples")
         if pyro_samples is not None and name in pyro_samples:
             return self._read_pyro_sample(name, pyro_samples[name])
-        result = super().__getattr__(name)
         context = state.get("_pyro_context")
-        if context is None:
+        # torch keeps parameters and sub-modules in dicts, read here directly (a name is in one
+        # dict at most): torch's own lookup and Parameter's isinstance cost more than the rest.
+        modules = state.get("_modules", ())
+        if context is not None and name in modules:
+            result = modules[name]
+            if isinstance(result, PyroModule):
+                if not result._pyro_name:
+                    # A sub-module converted in place (to_pyro_module_) joins on first read.
+                    result._pyro_set_supermodule(_make_name(self._pyro_name, name), context)
+            elif result is not None and context.active:
+                module(_make_name(self._pyro_name, name), result)
             return result
-        if isinstance(result, torch.nn.Parameter):
-            if context.active and not name.endswith("_unconstrained"):
+        parameters = state.get("_parameters", ())
+        if context is not None and name in parameters:
+            result = parameters[name]
+            if (
+                context.active
+                and result is not None
+                and (type(result) is torch.nn.Parameter or isinstance(result, torch.nn.Parameter))
+                and not name.endswith("_unconstrained")
+            ):
                 param(_make_name(self._pyro_name, name), result)
-        elif isinstance(result, PyroModule):
-            if not result._pyro_name:
-                # A sub-module converted in place (to_pyro_module_) joins the tree on first read.
-                result._pyro_set_supermodule(_make_name(self._pyro_name, name), context)
-        elif isinstance(result, torch.nn.Module) and context.active:
-            module(_make_name(self._pyro_name, name), result)
-        return result
+            return result
+        return super().__getattr__(name)
 
     def _read_pyro_param(
         self, name: str, constraint: constraints.Constraint, event_dim: int | None
