@@ -668,3 +668,15 @@ def test_param_store_save_and_load_reach_pyro_params(tmp_path):
     leaf = fresh.scale_unconstrained
     assert isinstance(leaf, nn.Parameter)
     assert miniprob.get_param_store().unconstrained("scale") is leaf
+
+
+def test_params_go_to_the_current_store_and_pyro_paths_import():
+    import miniprob.nn.module as module_path
+
+    assert module_path.PyroModule is PyroModule and module_path.to_pyro_module_
+    assert miniprob.nn.PyroModuleList is PyroModuleList
+    m = Regression()
+    with miniprob.get_param_store().scope() as store:
+        m(torch.ones(1, 3))
+        assert sorted(store.keys()) == ["linear.bias", "linear.weight", "scale"]
+    assert len(miniprob.get_param_store()) == 0
