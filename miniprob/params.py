@@ -46,6 +46,29 @@ def _transform_for(name: str, constraint: constraints.Constraint):
     return constraint_transform(f"param '{name}'", constraint)
 
 
+class _LeafHandle(weakref.ref):
+    """The ``.unconstrained`` handle of a leaf that is its own value (a real parameter).
+
+    It lives in the leaf's ``__dict__``, which pickling and ``copy.deepcopy`` of a module copy
+    with the leaf: a plain weakref cannot be pickled, so this one is copied as a dead handle
+    (the copy is no store's leaf until a ``param`` statement registers it, which gives it a live
+    one).
+    """
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple:
+        return _dead_handle, ()
+
+
+class _Gone:
+    pass
+
+
+def _dead_handle() -> _LeafHandle:
+    return _LeafHandle(_Gone())
+
+
 def _state_leaf(name: str, value: Any, transform: Any) -> torch.Tensor:
     """A fresh unconstrained leaf for ``value``, an entry of a state, checked against
     ``transform`` (its constraint's), so that registering it cannot fail halfway."""
@@ -183,7 +206,7 @@ class ParamStore:
         with torch.no_grad():
             if transform(leaf) is leaf:
                 # Reading returns the leaf itself: give it the same ``.unconstrained()`` handle.
-                leaf.unconstrained = weakref.ref(leaf)
+                leaf.unconstrained = _LeafHandle(leaf)
 
     def __setitem__(self, name: str, value: torch.Tensor) -> None:
         """Set ``name`` to a constrained value, keeping its constraint (real if new)."""
