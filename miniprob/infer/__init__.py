@@ -7,6 +7,7 @@ Example::
 
 from .diagnostics import set_nonfinite_mode
 from .elbo import ELBO
+from .enum import TraceEnum_ELBO, config_enumerate, infer_discrete
 from .jit_elbo import JitTrace_ELBO
 from .predictive import Predictive
 from .svi import SVI
@@ -18,7 +19,10 @@ __all__ = [
     "JitTrace_ELBO",
     "Predictive",
     "SVI",
+    "TraceEnum_ELBO",
     "TraceMeanField_ELBO",
     "Trace_ELBO",
+    "config_enumerate",
+    "infer_discrete",
     "set_nonfinite_mode",
 ]

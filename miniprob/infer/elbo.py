@@ -286,7 +286,12 @@ def check_model_guide_match(
             f"infer={{'is_auxiliary': True}}: {sorted(not_model_latents)}",
             stacklevel=4,
         )
-    missing = model_latents.keys() - guide_vars
+    # A latent the model enumerates is summed out, not drawn from the prior.
+    missing = {
+        name
+        for name in model_latents.keys() - guide_vars
+        if model_latents[name]["infer"].get("_enumerate_dim") is None
+    }
     if missing:
         warnings.warn(
             f"Found vars in model but not guide: {sorted(missing)} "
