@@ -79,25 +79,62 @@ def align(factors: Iterable[Factor]) -> tuple[list[torch.Tensor], tuple[Hashable
     return tensors, order
 
 
-def sumproduct(factors: list[Factor], sum_dims: set, ring: str = "log") -> Factor:
-    """Add ``factors`` (a product in log space) and sum ``sum_dims`` out of the result
-    (log-sum-exp, or max with ``ring="max"``)."""
+class Tape:
+    """The eliminations of a forward pass, in order: ``(factor, summed dims)``."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[Factor, frozenset]] = []
+
+
+def _combine(factors: list[Factor], sum_dims: set, ring: str) -> Factor:
+    """Add ``factors`` and sum ``sum_dims`` out at once (over their joint table)."""
     tensors, order = align(factors)
     total = tensors[0]
     for t in tensors[1:]:
         total = total + t
     axes = [i for i, d in enumerate(order) if d in sum_dims]
     if axes:
-        if ring == "log":
-            total = total.logsumexp(axes)
-        else:
-            total = total.amax(axes)
+        total = total.logsumexp(axes) if ring == "log" else total.amax(axes)
     return Factor(total, tuple(d for d in order if d not in sum_dims))
 
 
-def joint(factors: list[Factor]) -> Factor:
-    """The product (sum in log space) of ``factors``, expanded over all their dims."""
-    return sumproduct(factors, set())
+def _size(factors: list[Factor]) -> int:
+    sizes: dict[Hashable, int] = {}
+    for f in factors:
+        sizes.update(zip(f.dims, f.tensor.shape, strict=True))
+    n = 1
+    for size in sizes.values():
+        n *= size
+    return n
+
+
+def sumproduct(
+    factors: list[Factor], sum_dims: set, ring: str = "log", tape: Tape | None = None
+) -> Factor:
+    """Add ``factors`` (a product in log space) and sum ``sum_dims`` out of the result
+    (log-sum-exp, or max with ``ring="max"``), one variable at a time: each time the one
+    whose factors make the smallest table (greedy variable elimination, so that a chain costs
+    linear, not exponential, time). ``tape`` records each elimination.
+
+    Example::
+
+        >>> a = Factor(torch.zeros(2, 3), ("x", "y"))
+        >>> sumproduct([a], {"y"}).tensor.exp().tolist()
+        [3.0, 3.0]
+    """
+    factors = list(factors)
+    pending = sorted((d for d in set(sum_dims) if any(d in f.dims for f in factors)), key=str)
+    while pending:
+        var = min(pending, key=lambda d: _size([f for f in factors if d in f.dims]))
+        pending.remove(var)
+        involved = [f for f in factors if var in f.dims]
+        factors = [f for f in factors if var not in f.dims]
+        if tape is not None:
+            whole = _combine(involved, set(), ring)
+            tape.steps.append((whole, frozenset([var])))
+            involved = [whole]
+        factors.append(_combine(involved, {var}, ring))
+    return _combine(factors, set(), ring)
 
 
 def product(factor: Factor, plates: Iterable[Hashable]) -> Factor:
@@ -107,13 +144,6 @@ def product(factor: Factor, plates: Iterable[Hashable]) -> Factor:
         return factor
     kept = tuple(d for d in factor.dims if d not in plates)
     return Factor(factor.tensor.sum(axes), kept)
-
-
-class Tape:
-    """The eliminations of a forward pass, in order: ``(factor, summed dims, ordinal)``."""
-
-    def __init__(self) -> None:
-        self.steps: list[tuple[Factor, frozenset, Ordinal]] = []
 
 
 def _components(factors: list[Factor], sum_dims: set) -> list[tuple[list[Factor], set]]:
@@ -158,12 +188,7 @@ def _contract_component(
         leaf_factors = tree.pop(leaf)
         leaf_vars = vars_at.pop(leaf, set())
         for factors, local in _components(leaf_factors, leaf_vars):
-            if tape is not None and local:
-                whole = joint(factors)
-                tape.steps.append((whole, frozenset(local), leaf))
-                result = sumproduct([whole], local, ring)
-            else:
-                result = sumproduct(factors, local, ring)
+            result = sumproduct(factors, local, ring, tape)
             if leaf == root:
                 parent = leaf
             else:
@@ -236,7 +261,7 @@ def sample_tape(tape: Tape, ring: str, values: dict | None = None) -> dict[Hasha
         1
     """
     values = {} if values is None else dict(values)
-    for factor, summed, _ in reversed(tape.steps):
+    for factor, summed in reversed(tape.steps):
         for d in factor.dims:
             if d in values and d not in summed:
                 factor = _gather(factor, d, values[d])
