@@ -110,6 +110,7 @@ class enum(Messenger):
                     dims.update(self._value_dims[other])
             self._markov_depths[name] = infer["_markov_depth"]
         self.site_dims[name] = dims
+        self._check_scope(msg, dims)
         if msg["done"] or msg["is_observed"] or infer.get("enumerate") != "parallel":
             return
         fn = msg["fn"]
@@ -151,6 +152,18 @@ class enum(Messenger):
                     f"site '{msg['name']}' is inside plate '{f.name}' at dim {f.dim}, but "
                     f"enumeration starts at dim {first} (max_plate_nesting={-first - 1}); "
                     f"raise max_plate_nesting to at least {-f.dim}"
+                )
+
+    def _check_scope(self, msg: Message, dims: dict[int, str]) -> None:
+        """A site's distribution may vary along an enumeration dim only when it sees the
+        variable there (otherwise that dim may be reused, and two variables tied)."""
+        batch = getattr(msg["fn"], "batch_shape", ())
+        for pos in range(-len(batch), self._allocator.first_available_dim + 1):
+            if batch[pos] > 1 and pos not in dims:
+                raise ValueError(
+                    f"site '{msg['name']}' depends on an enumerated variable at dim {pos} that "
+                    "it cannot see: it lies outside the site's pyro.markov history (raise "
+                    "history=, or move the site into the variable's markov context)"
                 )
 
     def postprocess_message(self, msg: Message) -> None:
