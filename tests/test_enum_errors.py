@@ -65,7 +65,12 @@ def test_guide_enumerates_a_continuous_model_site():
     def guide():
         pyro.sample("z", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
 
-    raises(r"site 'z' is enumerated in the guide over 2 values, but the model's Normal", model, guide, 0)
+    raises(
+        r"site 'z' is enumerated in the guide over 2 values, but the model's Normal",
+        model,
+        guide,
+        0,
+    )
 
 
 def test_too_many_enumeration_dims_says_how_many():

@@ -16,6 +16,6 @@ Example::
 
 from .config import config_enumerate
 from .discrete import infer_discrete
-from .traceenum_elbo import TraceEnum_ELBO
+from .traceenum_elbo import JitTraceEnum_ELBO, TraceEnum_ELBO
 
-__all__ = ["TraceEnum_ELBO", "config_enumerate", "infer_discrete"]
+__all__ = ["JitTraceEnum_ELBO", "TraceEnum_ELBO", "config_enumerate", "infer_discrete"]

@@ -297,3 +297,9 @@ def _broadcast(a: Factor, b: Factor) -> tuple[torch.Tensor, torch.Tensor]:
     (x, y), _ = align([a, b])
     shape = torch.broadcast_shapes(x.shape, y.shape)
     return x.expand(shape), y.expand(shape)
+
+
+class JitTraceEnum_ELBO(TraceEnum_ELBO):
+    """Pyro's name for a compiled ``TraceEnum_ELBO``. For now it runs eagerly (the compiled
+    path is not there yet), with ``TraceEnum_ELBO``'s numbers; the JIT options are accepted
+    and not used."""
