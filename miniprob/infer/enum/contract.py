@@ -98,16 +98,6 @@ def _combine(factors: list[Factor], sum_dims: set, ring: str) -> Factor:
     return Factor(total, tuple(d for d in order if d not in sum_dims))
 
 
-def _size(factors: list[Factor]) -> int:
-    sizes: dict[Hashable, int] = {}
-    for f in factors:
-        sizes.update(zip(f.dims, f.tensor.shape, strict=True))
-    n = 1
-    for size in sizes.values():
-        n *= size
-    return n
-
-
 def sumproduct(
     factors: list[Factor], sum_dims: set, ring: str = "log", tape: Tape | None = None
 ) -> Factor:
@@ -122,19 +112,46 @@ def sumproduct(
         >>> sumproduct([a], {"y"}).tensor.exp().tolist()
         [3.0, 3.0]
     """
-    factors = list(factors)
-    pending = sorted((d for d in set(sum_dims) if any(d in f.dims for f in factors)), key=str)
-    while pending:
-        var = min(pending, key=lambda d: _size([f for f in factors if d in f.dims]))
-        pending.remove(var)
-        involved = [f for f in factors if var in f.dims]
-        factors = [f for f in factors if var not in f.dims]
+    live = dict(enumerate(factors))  # factor id -> factor, for factors not yet combined
+    holders: dict[Hashable, set[int]] = {}  # dim -> ids of the live factors that have it
+    sizes: dict[Hashable, int] = {}
+    for i, f in live.items():
+        for d, size in zip(f.dims, f.tensor.shape, strict=True):
+            holders.setdefault(d, set()).add(i)
+            sizes[d] = size
+    rank = {d: r for r, d in enumerate(sorted((d for d in sum_dims if d in holders), key=str))}
+
+    def table_size(var: Hashable) -> int:
+        n = 1
+        for d in {d for i in holders[var] for d in live[i].dims}:
+            n *= sizes[d]
+        return n
+
+    cost = {d: table_size(d) for d in rank}
+    next_id = len(live)
+    while cost:
+        var = min(cost, key=lambda d: (cost[d], rank[d]))
+        del cost[var]
+        involved = [live.pop(i) for i in sorted(holders.pop(var))]
+        for f in involved:
+            for d in f.dims:
+                if d != var:
+                    holders[d].difference_update(
+                        i for i in list(holders[d]) if i not in live
+                    )
         if tape is not None:
             whole = _combine(involved, set(), ring)
             tape.steps.append((whole, frozenset([var])))
             involved = [whole]
-        factors.append(_combine(involved, {var}, ring))
-    return _combine(factors, set(), ring)
+        result = _combine(involved, {var}, ring)
+        live[next_id] = result
+        for d in result.dims:
+            holders[d].add(next_id)
+        next_id += 1
+        for d in result.dims:
+            if d in cost:
+                cost[d] = table_size(d)
+    return _combine(list(live.values()), set(), ring)
 
 
 def product(factor: Factor, plates: Iterable[Hashable]) -> Factor:
@@ -148,25 +165,28 @@ def product(factor: Factor, plates: Iterable[Hashable]) -> Factor:
 
 def _components(factors: list[Factor], sum_dims: set) -> list[tuple[list[Factor], set]]:
     """Split ``factors`` into groups connected through shared ``sum_dims``; each group with
-    the sum dims it uses. Deterministic: groups in order of their first factor."""
-    groups: list[tuple[list[Factor], set]] = []
-    for f in factors:
-        dims = sum_dims.intersection(f.dims)
-        joined = [g for g in groups if g[1] & dims]
-        merged_factors, merged_dims = [f], set(dims)
-        for g in joined:
-            merged_factors = g[0] + merged_factors
-            merged_dims |= g[1]
-            groups.remove(g)
-        if joined:
-            merged_factors.sort(key=lambda x: _index(factors, x))
-        groups.append((merged_factors, merged_dims))
-    groups.sort(key=lambda g: _index(factors, g[0][0]))
-    return groups
+    the sum dims it uses, in order of its first factor (union-find over the factors)."""
+    parent = list(range(len(factors)))
 
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
 
-def _index(factors: list[Factor], f: Factor) -> int:
-    return next(i for i, g in enumerate(factors) if g is f)
+    first_holder: dict[Hashable, int] = {}
+    for i, f in enumerate(factors):
+        for d in f.dims:
+            if d in sum_dims:
+                j = first_holder.setdefault(d, i)
+                a, b = root(i), root(j)
+                parent[max(a, b)] = min(a, b)
+    groups: dict[int, tuple[list[Factor], set]] = {}
+    for i, f in enumerate(factors):
+        group = groups.setdefault(root(i), ([], set()))
+        group[0].append(f)
+        group[1].update(d for d in f.dims if d in sum_dims)
+    return list(groups.values())
 
 
 def _contract_component(
