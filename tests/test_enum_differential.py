@@ -146,7 +146,25 @@ def mixed_discrete(lib):
     return model, guide, (data,), 1
 
 
-CASES = [gmm, global_discrete, nested_plates, hmm, mixed_discrete]
+def subsampled_gmm(lib):
+    """The mixture with the data plate subsampled: enumerated sites share its scale."""
+    dist, K = lib.distributions, 2
+
+    @lib.infer.config_enumerate
+    def model(data):
+        weights = lib.param("weights", torch.ones(K) / K, constraint=dist.constraints.simplex)
+        locs = lib.param("locs", torch.tensor([0.0, 5.0]))
+        with lib.plate("data", len(data), subsample_size=3) as idx:
+            assignment = lib.sample("assignment", dist.Categorical(weights))
+            lib.sample("obs", dist.Normal(locs[assignment], 2.0), obs=data[idx])
+
+    def guide(data):
+        pass
+
+    return model, guide, (GMM_DATA,), 1
+
+
+CASES = [gmm, global_discrete, nested_plates, hmm, mixed_discrete, subsampled_gmm]
 
 
 def unconstrained(lib, name):
@@ -154,11 +172,11 @@ def unconstrained(lib, name):
     return store._params[name] if lib is pyro else store.unconstrained(name)
 
 
-def loss_and_grads(lib, build):
+def loss_and_grads(lib, build, **elbo_kwargs):
     lib.clear_param_store()
     lib.set_rng_seed(0)
     model, guide, args, mpn = build(lib)
-    elbo = lib.infer.TraceEnum_ELBO(max_plate_nesting=mpn)
+    elbo = lib.infer.TraceEnum_ELBO(max_plate_nesting=mpn, **elbo_kwargs)
     loss = elbo.differentiable_loss(model, guide, *args)
     names = sorted(lib.get_param_store().keys())
     leaves = [unconstrained(lib, name) for name in names]
@@ -173,6 +191,16 @@ def test_loss_and_every_gradient_equal_pyro(build):
     loss_m, grads_m = loss_and_grads(miniprob, build)
     assert loss_m == pytest.approx(loss_p, rel=1e-6, abs=1e-5)
     assert grads_m.keys() == grads_p.keys()
+    for name, grad in grads_p.items():
+        torch.testing.assert_close(grads_m[name], grad, atol=1e-5, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("vectorize", [False, True], ids=["looped", "vectorized"])
+def test_particles_equal_pyro(vectorize):
+    kwargs = {"num_particles": 3, "vectorize_particles": vectorize}
+    loss_p, grads_p = loss_and_grads(pyro, global_discrete, **kwargs)
+    loss_m, grads_m = loss_and_grads(miniprob, global_discrete, **kwargs)
+    assert loss_m == pytest.approx(loss_p, rel=1e-6, abs=1e-5)
     for name, grad in grads_p.items():
         torch.testing.assert_close(grads_m[name], grad, atol=1e-5, rtol=1e-5, msg=name)
 
