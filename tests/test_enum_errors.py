@@ -136,3 +136,17 @@ def test_bad_arguments():
         infer_discrete(lambda: None, first_available_dim=0)
     with pytest.raises(ValueError, match="first_available_dim must be a negative int"):
         pyro.poutine.enum(first_available_dim=1)
+
+
+def test_guide_enumeration_inside_a_plate_the_model_enumerates_outside():
+    @config_enumerate
+    def model():
+        g = pyro.sample("g", dist.Bernoulli(0.5))
+        with pyro.plate("data", 3):
+            pyro.sample("z", dist.Bernoulli(0.2 + 0.5 * g))
+
+    def guide():
+        with pyro.plate("data", 3):
+            pyro.sample("z", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+
+    raises("site 'z' is enumerated in the guide inside plate 'data', but the model", model, guide)

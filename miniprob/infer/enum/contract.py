@@ -136,9 +136,7 @@ def sumproduct(
         for f in involved:
             for d in f.dims:
                 if d != var:
-                    holders[d].difference_update(
-                        i for i in list(holders[d]) if i not in live
-                    )
+                    holders[d].difference_update(i for i in list(holders[d]) if i not in live)
         if tape is not None:
             whole = _combine(involved, set(), ring)
             tape.steps.append((whole, frozenset([var])))

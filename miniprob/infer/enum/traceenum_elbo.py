@@ -251,12 +251,31 @@ def _model_costs(model_trace: Trace, guide_trace: Trace, mpn: int) -> dict[froze
         scales.append(site["scale"])
         scaled_names.append(name)
     if factors:
+        _check_guide_enumeration_is_local(enum_sites, guide_trace)
         scale = _common_scale(scales, scaled_names)
         for ordinal, terms in contract_tree(factors, enum_vars).items():
             for term in terms:
                 term = Factor(scale_and_mask(term.tensor, scale), term.dims)
                 costs.setdefault(ordinal, []).append(term)
     return costs
+
+
+def _check_guide_enumeration_is_local(enum_sites: list, guide_trace: Trace) -> None:
+    """A variable the guide enumerates must lie in every plate of the variables the model
+    enumerates (model enumeration no more local than the guide's), as Pyro requires."""
+    if not enum_sites:
+        return
+    shared = frozenset.intersection(*(_ordinal(site) for _, site in enum_sites))
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or site["infer"].get("_enumerate_dim") is None:
+            continue
+        for f in site["cond_indep_stack"]:
+            if f.vectorized and f.name not in shared:
+                raise ValueError(
+                    f"site '{name}' is enumerated in the guide inside plate '{f.name}', but "
+                    "the model enumerates variables outside that plate; enumerate those in "
+                    "the guide too, or this one in the model"
+                )
 
 
 def compute_enum_elbo(model_trace: Trace, guide_trace: Trace, mpn: int) -> torch.Tensor:
