@@ -32,7 +32,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_map
 
 from ..params import get_param_store
 from ..poutine.plate import _Subsample
@@ -51,19 +50,26 @@ class _Tracked(torch.Tensor):
 
     @staticmethod
     def wrap(data: Any, names: frozenset) -> Any:
-        if not names or not isinstance(data, torch.Tensor):
+        if not names:
             return data
-        plain = _untracked(data)
-        tracked = plain.as_subclass(_Tracked)
-        tracked._names = names | _names_of(data)
+        if isinstance(data, (tuple, list)):
+            return type(data)(_Tracked.wrap(x, names) for x in data)
+        if not isinstance(data, torch.Tensor):
+            return data
+        if isinstance(data, _Tracked):
+            names = names | data._names
+        with torch._C.DisableTorchFunctionSubclass():
+            tracked = data.as_subclass(_Tracked)
+        tracked._names = names
         return tracked
 
     @classmethod
     def __torch_function__(cls, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
         kwargs = kwargs or {}
-        names = _names_of((args, kwargs))
-        result = func(*tree_map(_untracked, args), **tree_map(_untracked, kwargs))
-        return tree_map(lambda x: _Tracked.wrap(x, names), result)
+        names = _names_of(args) | _names_of(tuple(kwargs.values()))
+        with torch._C.DisableTorchFunctionSubclass():
+            result = func(*args, **kwargs)
+        return _Tracked.wrap(result, names)
 
 
 def _untracked(x: Any) -> Any:
@@ -73,13 +79,14 @@ def _untracked(x: Any) -> Any:
     return x
 
 
-def _names_of(tree: Any) -> frozenset:
-    """The union of the names carried by the tensors in ``tree``."""
-    leaves, _ = tree_flatten(tree)
+def _names_of(values: Any) -> frozenset:
+    """The union of the names carried by the tensors in ``values`` (nested tuples and lists)."""
     names = frozenset()
-    for leaf in leaves:
-        if isinstance(leaf, _Tracked):
-            names = names | leaf._names
+    for x in values:
+        if isinstance(x, _Tracked):
+            names = names | x._names
+        elif isinstance(x, (tuple, list)):
+            names = names | _names_of(x)
     return names
 
 
@@ -169,7 +176,7 @@ class TraceGraph_ELBO(ELBO):
                 lp_sum = site["log_prob_sum"]
                 elbo = elbo + lp_sum
                 surrogate = surrogate + lp_sum
-                for key in sorted(_names_of(lp_sum)):
+                for key in sorted(_names_of((lp_sum,))):
                     downstream.setdefault(key, _PlateSums()).add(
                         site["cond_indep_stack"], site["log_prob"]
                     )
@@ -180,7 +187,7 @@ class TraceGraph_ELBO(ELBO):
                 entropy = site["score_parts"][2]
                 if isinstance(entropy, torch.Tensor):
                     surrogate = surrogate - entropy.sum()
-                for key in sorted(_names_of(lp_sum)):
+                for key in sorted(_names_of((lp_sum,))):
                     downstream.setdefault(key, _PlateSums()).add(
                         site["cond_indep_stack"], -site["log_prob"]
                     )
