@@ -13,7 +13,7 @@ Example::
 """
 
 from ..runtime import Messenger, apply_stack, get_stack
-from .enum import enum, infer_config, markov
+from .enum_messenger import enum, infer_config, markov
 from .handlers import block, condition, mask, replay, scale, seed, substitute, trace
 from .plate import plate, prune_subsample_sites
 from .trace_struct import Trace, scale_and_mask

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ...poutine.enum import infer_config
+from ...poutine.enum_messenger import infer_config
 from ...poutine.plate import _Subsample
 from ...runtime import Message
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ...poutine.enum import enum
+from ...poutine.enum_messenger import enum
 from ...poutine.handlers import block, trace
 from ...poutine.plate import prune_subsample_sites
 from ...poutine.trace_struct import scale_and_mask

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from ...poutine.enum import enum
+from ...poutine.enum_messenger import enum
 from ...poutine.handlers import replay, trace
 from ...poutine.plate import prune_subsample_sites
 from ...poutine.trace_struct import Trace, scale_and_mask
