@@ -164,7 +164,107 @@ def subsampled_gmm(lib):
     return model, guide, (GMM_DATA,), 1
 
 
-CASES = [gmm, global_discrete, nested_plates, hmm, mixed_discrete, subsampled_gmm]
+def onehot(lib):
+    """An enumerated OneHotCategorical (a value with an event dim)."""
+    dist = lib.distributions
+    data = torch.tensor([0.1, 2.3, 1.1])
+
+    def model(data):
+        locs = lib.param("locs", torch.tensor([0.0, 1.0, 2.0]))
+        with lib.plate("data", 3):
+            z = lib.sample(
+                "z", dist.OneHotCategorical(torch.ones(3) / 3), infer={"enumerate": "parallel"}
+            )
+            lib.sample("x", dist.Normal((z * locs).sum(-1), 1.0), obs=data)
+
+    return model, lambda data: None, (data,), 1
+
+
+def expanded(lib):
+    """config_enumerate(expand=True): supports expanded over the batch."""
+    dist = lib.distributions
+    data = torch.tensor([0.1, 2.3, 1.1])
+
+    @lib.infer.config_enumerate(expand=True)
+    def model(data):
+        locs = lib.param("locs", torch.tensor([0.0, 1.0, 2.0]))
+        w = lib.param("w", torch.ones(3) / 3, constraint=dist.constraints.simplex)
+        with lib.plate("data", 3):
+            z = lib.sample("z", dist.Categorical(w))
+            z2 = lib.sample("z2", dist.Bernoulli(0.3))
+            lib.sample("x", dist.Normal(locs[z] + z2, 1.0), obs=data)
+
+    return model, lambda data: None, (data,), 1
+
+
+def masked(lib):
+    """poutine.mask on sites that depend on an enumerated variable."""
+    dist = lib.distributions
+    data = torch.tensor([0.1, 2.3, 1.1])
+    m = torch.tensor([True, False, True])
+
+    @lib.infer.config_enumerate
+    def model(data):
+        locs = lib.param("locs", torch.tensor([0.0, 1.0, 2.0]))
+        g = lib.sample("g", dist.Categorical(torch.ones(3) / 3))
+        with lib.plate("data", 3), lib.poutine.mask(mask=m):
+            lib.sample("x", dist.Normal(locs[g], 1.0), obs=data)
+
+    return model, lambda data: None, (data,), 1
+
+
+def seqplate(lib):
+    """Enumerated sites in a sequential (iterated) plate."""
+    dist = lib.distributions
+    data = torch.tensor([0.1, 2.3, 1.1])
+
+    @lib.infer.config_enumerate
+    def model(data):
+        locs = lib.param("locs", torch.tensor([0.0, 1.0, 2.0]))
+        g = lib.sample("g", dist.Categorical(torch.ones(3) / 3))
+        for i in lib.plate("data", 3):
+            z = lib.sample(f"z_{i}", dist.Bernoulli(0.2 + 0.2 * g.float()))
+            lib.sample(f"x_{i}", dist.Normal(locs[g] + z, 1.0), obs=data[i])
+
+    return model, lambda data: None, (data,), 0
+
+
+def hmm_example(lib):
+    """The shape of Pyro's examples/hmm.py model_1: sequences at dim -2, tones at dim -1."""
+    dist = lib.distributions
+    T, N, D = 6, 3, 4
+    seqs = (torch.rand(N, T, D, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+
+    @lib.infer.config_enumerate
+    def model(seqs):
+        probs_x = lib.param("px", 0.1 + 0.8 * torch.eye(2), constraint=dist.constraints.simplex)
+        probs_y = lib.param(
+            "py", torch.full((2, D), 0.3), constraint=dist.constraints.unit_interval
+        )
+        tones = lib.plate("tones", D, dim=-1)
+        with lib.plate("sequences", N, dim=-2) as batch:
+            x = 0
+            for t in lib.markov(range(T)):
+                x = lib.sample(f"x_{t}", dist.Categorical(probs_x[x]))
+                with tones:
+                    lib.sample(f"y_{t}", dist.Bernoulli(probs_y[x.squeeze(-1)]), obs=seqs[batch, t])
+
+    return model, lambda seqs: None, (seqs,), 2
+
+
+CASES = [
+    gmm,
+    global_discrete,
+    nested_plates,
+    hmm,
+    mixed_discrete,
+    subsampled_gmm,
+    onehot,
+    expanded,
+    masked,
+    seqplate,
+    hmm_example,
+]
 
 
 def unconstrained(lib, name):
@@ -244,8 +344,9 @@ def map_assignment(lib, build, site_names):
         (hmm, [f"x_{t}" for t in range(20)]),
         (nested_plates, ["g", "z"]),
         (global_discrete, ["z"]),
+        (hmm_example, [f"x_{t}" for t in range(6)]),
     ],
-    ids=["gmm", "hmm", "nested_plates", "global_discrete"],
+    ids=["gmm", "hmm", "nested_plates", "global_discrete", "hmm_example"],
 )
 def test_infer_discrete_map_equals_pyro(build, sites):
     expected = map_assignment(pyro, build, sites)
