@@ -167,3 +167,20 @@ def test_infer_discrete_samples_the_exact_posterior():
     z = infer_discrete(model, first_available_dim=-2, temperature=1)()
     freq = torch.bincount(z, minlength=3) / 4000.0
     torch.testing.assert_close(freq, posterior, atol=0.03, rtol=0)
+
+
+def test_infer_discrete_map_of_a_one_hot_site():
+    """A value with an event dim (Pyro's infer_discrete rejects this one)."""
+    locs = torch.tensor([0.0, 1.0, 2.0])
+    data = torch.tensor([0.1, 2.3, 1.1])
+
+    def model():
+        with pyro.plate("data", 3):
+            z = pyro.sample(
+                "z", dist.OneHotCategorical(torch.ones(3) / 3), infer={"enumerate": "parallel"}
+            )
+            pyro.sample("x", dist.Normal((z * locs).sum(-1), 1.0), obs=data)
+        return z
+
+    z = infer_discrete(model, first_available_dim=-2, temperature=0)()
+    assert torch.equal(z, torch.eye(3)[torch.tensor([0, 2, 1])])
