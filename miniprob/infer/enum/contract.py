@@ -7,8 +7,10 @@ variables out of it, plate-aware:
 
 1. split the factors into connected components (factors sharing a variable to sum out);
 2. in each component, take the deepest ordinal (the *leaf*), and there
-   a. sum out the variables local to it (those no factor of a shallower ordinal uses): add the
-      factors that share them (a product in log space) and log-sum-exp over them;
+   a. sum out the variables local to it (those no factor of a shallower ordinal uses), one
+      at a time, the one whose factors make the smallest table first: add the factors that
+      mention it (a product in log space) and log-sum-exp over it (so a chain costs time
+      linear in its length);
    b. take the product over the leaf's plates that the result's remaining variables do not
       lie in (a sum over those plate dims in log space), which moves the result to the
       *parent* ordinal, the union of the ordinals of the variables it still mentions;
@@ -132,11 +134,10 @@ def sumproduct(
     while cost:
         var = min(cost, key=lambda d: (cost[d], rank[d]))
         del cost[var]
-        involved = [live.pop(i) for i in sorted(holders.pop(var))]
-        for f in involved:
-            for d in f.dims:
-                if d != var:
-                    holders[d].difference_update(i for i in list(holders[d]) if i not in live)
+        ids = sorted(holders.pop(var))
+        involved = [live.pop(i) for i in ids]
+        for d in {d for f in involved for d in f.dims if d != var}:
+            holders[d].difference_update(ids)
         if tape is not None:
             whole = _combine(involved, set(), ring)
             tape.steps.append((whole, frozenset([var])))

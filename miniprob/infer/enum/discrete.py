@@ -143,8 +143,9 @@ def _posterior_values(
         )
     ring = "max" if temperature == 0 else "log"
     tape = Tape()
-    contract_tree(factors, sum_dims, ring, tape)
-    chosen = sample_tape(tape, ring)
+    with torch.no_grad():  # the draws are integers: no gradient flows through them
+        contract_tree(factors, sum_dims, ring, tape)
+        chosen = sample_tape(tape, ring)
     values = {}
     for name, site in tr.nodes.items():
         if site["type"] != "sample" or site["is_observed"]:
@@ -152,11 +153,15 @@ def _posterior_values(
         value = site["value"]
         event_dim = len(site["fn"].event_shape)
         batch = value.dim() - event_dim
+        taken = False
         for pos in range(-batch, -mpn):
             if value.shape[batch + pos] > 1:
                 index = chosen[e.site_dims[name][pos]]
                 value = _take(value, pos, event_dim, index, plate_dims)
-        while value.dim() > event_dim and value.shape[0] == 1:
+                taken = True
+        # A value picked from an enumeration keeps only the dims it varies along, from the
+        # first (as Pyro's); the others are as the first run drew them.
+        while taken and value.dim() > event_dim and value.shape[0] == 1:
             value = value.squeeze(0)
         values[name] = value
     return values
