@@ -44,7 +44,7 @@ FAST = bool(os.environ.get("MINIPROB_FAST"))
 HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
 OUT = Path(os.environ.get("MINIPROB_OUT") or HERE / "out")
 OUT.mkdir(parents=True, exist_ok=True)
-STEPS = 150 if FAST else 400
+STEPS = 110 if FAST else 400
 # Each fit starts from parameters set up before SVI (the best initialization), on purpose.
 warnings.filterwarnings("ignore", message="SVI: the param store already held")
 print(f"mode: {'fast' if FAST else 'full'}; figures go to {OUT}")
