@@ -132,3 +132,14 @@ def test_unknown_baseline_option_is_an_error():
 
     with pytest.raises(ValueError, match=r"site 'a': unknown baseline options \['use_avg'\]"):
         miniprob.infer.TraceGraph_ELBO().loss_and_grads(model, guide)
+
+
+def test_loss_leaves_the_average_baseline_alone():
+    miniprob.clear_param_store()
+    model, guide = baselines(miniprob)
+    elbo = miniprob.infer.TraceGraph_ELBO()
+    loss = elbo.loss(model, guide)
+    assert isinstance(loss, float)
+    assert "__baseline_avg_downstream_cost_a" not in miniprob.get_param_store().keys()
+    elbo.loss_and_grads(model, guide)
+    assert "__baseline_avg_downstream_cost_a" in miniprob.get_param_store().keys()

@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -38,6 +39,7 @@ from ..poutine.plate import _Subsample
 from ..poutine.trace_struct import Trace
 from ..primitives import param
 from ..runtime import Message, Messenger
+from .diagnostics import raise_nonfinite
 from .elbo import ELBO
 from .trace_elbo import _PlateSums
 
@@ -164,6 +166,19 @@ class TraceGraph_ELBO(ELBO):
                     "do; use TraceEnum_ELBO"
                 )
         return model_trace, guide_trace
+
+    def loss(self, model: Any, guide: Any, *args: Any, **kwargs: Any) -> float:
+        """The loss (negative ELBO) as a float; baselines are left as they are (as in Pyro)."""
+        with torch.no_grad():
+            particles = list(self._get_traces(model, guide, args, kwargs))
+            elbo = sum(
+                float(model_trace.log_prob_sum()) - float(guide_trace.log_prob_sum())
+                for model_trace, guide_trace in particles
+            )
+        value = -elbo / self.num_particles
+        if not math.isfinite(value):
+            raise_nonfinite(value, particles=particles)
+        return value
 
     def _differentiable_loss_particle(
         self, model_trace: Trace, guide_trace: Trace
