@@ -305,6 +305,21 @@ def test_particles_equal_pyro(vectorize):
         torch.testing.assert_close(grads_m[name], grad, atol=1e-5, rtol=1e-5, msg=name)
 
 
+@pytest.mark.parametrize("build", [global_discrete, mixed_discrete], ids=lambda f: f.__name__)
+def test_guessed_max_plate_nesting_equals_pyro(build):
+    """Without max_plate_nesting both libraries run model and guide once to guess it (drawing
+    the discrete sites), then enumerate: the same draws, the same loss."""
+    losses = []
+    for lib in (pyro, miniprob):
+        lib.clear_param_store()
+        lib.set_rng_seed(0)
+        model, guide, args, mpn = build(lib)
+        elbo = lib.infer.TraceEnum_ELBO()
+        losses.append(elbo.differentiable_loss(model, guide, *args).item())
+        assert elbo.max_plate_nesting == mpn
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+
+
 def fit(lib, build, steps=5):
     lib.clear_param_store()
     lib.set_rng_seed(0)
