@@ -1,6 +1,8 @@
 """Bad input to enumeration: each error names the site and says what was expected and found;
 the handler stack and the parameter store are left as they were."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -150,3 +152,16 @@ def test_guide_enumeration_inside_a_plate_the_model_enumerates_outside():
             pyro.sample("z", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
 
     raises("site 'z' is enumerated in the guide inside plate 'data', but the model", model, guide)
+
+
+def test_no_enumerated_site_warns_unless_told_not_to():
+    def model():
+        pyro.sample("x", dist.Normal(0.0, 1.0), obs=torch.tensor(0.5))
+
+    with pytest.warns(UserWarning, match="TraceEnum_ELBO found no sample sites configured"):
+        TraceEnum_ELBO(max_plate_nesting=0).loss(model, lambda: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TraceEnum_ELBO(max_plate_nesting=0, strict_enumeration_warning=False).loss(
+            model, lambda: None
+        )

@@ -61,6 +61,7 @@ class ELBO:
             # The particle plate sits left of the model's own plates (as in Pyro).
             self.max_plate_nesting += 1
         self.retain_graph = retain_graph
+        self.strict_enumeration_warning = strict_enumeration_warning
         self.ignore_jit_warnings = ignore_jit_warnings
         self.jit_options = jit_options
         self._checked_shapes: set = set()  # site signatures whose shapes passed the checks

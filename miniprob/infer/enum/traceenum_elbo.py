@@ -183,7 +183,7 @@ class TraceEnum_ELBO(ELBO):
                                 "supported; use infer={'enumerate': 'parallel'}"
                             )
                         enumerated = enumerated or bool(site["infer"].get("enumerate"))
-            if not enumerated:
+            if self.strict_enumeration_warning and not enumerated:
                 warnings.warn(
                     "TraceEnum_ELBO found no sample sites configured for enumeration; mark "
                     "discrete sites infer={'enumerate': 'parallel'} or use config_enumerate",
