@@ -35,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+import enum_bench  # noqa: E402
 import models  # noqa: E402
 
 import miniprob  # noqa: E402
@@ -319,6 +320,8 @@ def markdown(results: dict) -> str:
             f"process; tracemalloc over {mem['tracemalloc_steps']} steps: "
             f"{mem['tracemalloc_growth_bytes_per_step']:.1f} bytes/step of Python heap growth.",
         ]
+    if "enum" in results:
+        lines += enum_bench.markdown(results["enum"])
     return "\n".join(lines) + "\n"
 
 
@@ -330,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-per-site", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--no-jit", action="store_true")
+    parser.add_argument("--skip-enum", action="store_true", help="leave out enum_bench.py")
     parser.add_argument("--out", default=str(HERE), help="folder for results.json and RESULTS.md")
     args = parser.parse_args(argv)
 
@@ -360,6 +364,9 @@ def main(argv: list[str] | None = None) -> None:
             "per site (µs/site):",
             {k: round(v, 1) for k, v in results["per_site"]["us_per_site"].items()},
         )
+    if not args.skip_enum:
+        results["enum"] = enum_bench.run(max(5, rounds // 2), args.quick)
+        print("\n".join(enum_bench.markdown(results["enum"])), flush=True)
     if not args.skip_memory:
         results["memory"] = memory(400 if args.quick else 2000, 100 if args.quick else 600)
         print("memory:", results["memory"])

@@ -18,6 +18,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .deferred import Constrained, DeferredDistribution, deferred
 from .flat import FlatView, ParamVector, ravel
 from .params import ParamStore, clear_param_store, get_param_store
+from .poutine.enum_messenger import markov
 from .poutine.handlers import condition
 from .poutine.plate import plate
 from .primitives import deterministic, factor, module, param, sample
@@ -43,6 +44,7 @@ __all__ = [
     "get_param_store",
     "infer",
     "load_checkpoint",
+    "markov",
     "module",
     "nn",
     "optim",

@@ -61,6 +61,7 @@ class ELBO:
             # The particle plate sits left of the model's own plates (as in Pyro).
             self.max_plate_nesting += 1
         self.retain_graph = retain_graph
+        self.strict_enumeration_warning = strict_enumeration_warning
         self.ignore_jit_warnings = ignore_jit_warnings
         self.jit_options = jit_options
         self._checked_shapes: set = set()  # site signatures whose shapes passed the checks
@@ -286,7 +287,12 @@ def check_model_guide_match(
             f"infer={{'is_auxiliary': True}}: {sorted(not_model_latents)}",
             stacklevel=4,
         )
-    missing = model_latents.keys() - guide_vars
+    # A latent the model enumerates is summed out, not drawn from the prior.
+    missing = {
+        name
+        for name in model_latents.keys() - guide_vars
+        if model_latents[name]["infer"].get("_enumerate_dim") is None
+    }
     if missing:
         _check_autoguide_covers(missing, model_latents, guide_trace)
         warnings.warn(

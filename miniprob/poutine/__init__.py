@@ -13,6 +13,7 @@ Example::
 """
 
 from ..runtime import Messenger, apply_stack, get_stack
+from .enum_messenger import enum, infer_config, markov
 from .handlers import block, condition, mask, replay, scale, seed, substitute, trace
 from .plate import plate, prune_subsample_sites
 from .trace_struct import Trace, scale_and_mask
@@ -23,7 +24,10 @@ __all__ = [
     "apply_stack",
     "block",
     "condition",
+    "enum",
     "get_stack",
+    "infer_config",
+    "markov",
     "mask",
     "plate",
     "prune_subsample_sites",

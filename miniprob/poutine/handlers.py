@@ -19,6 +19,35 @@ from ..util import check_rng_seed, get_rng_state, set_rng_seed, set_rng_state
 from ..validation import as_observation, check_names, check_observed, validation_enabled
 from .plate import _Subsample
 from .trace_struct import Trace
+from .util import site_is_subsample
+
+
+def identify_dense_edges(trace: Trace) -> None:
+    """Add Pyro's dense edges to ``trace``, in place: from each sample site to each later one,
+    unless the two sit in different iterations of one sequential plate (subsample sites left out).
+
+    Example::
+
+        >>> import miniprob as pyro, miniprob.distributions as dist
+        >>> def model():
+        ...     a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        ...     for i in pyro.plate("seq", 2):
+        ...         pyro.sample(f"b{i}", dist.Normal(a, 1.0))
+        >>> sorted(trace(model, graph_type="dense").get_trace().edges)
+        [('a', 'b0'), ('a', 'b1')]
+    """
+    earlier: list[tuple[str, tuple]] = []
+    for name, site in trace.nodes.items():
+        if site.get("type") != "sample" or site_is_subsample(site):
+            continue
+        stack = site["cond_indep_stack"]
+        for past_name, past_stack in earlier:
+            # Independent when, frame by frame from the outermost, the two stacks hold one
+            # sequential plate in different iterations (counters), as in Pyro.
+            pairs = zip(stack, past_stack, strict=False)
+            if not any(f.name == g.name and f.counter != g.counter for f, g in pairs):
+                trace.add_edge(past_name, name)
+        earlier.append((name, stack))
 
 
 class trace(Messenger):
@@ -49,6 +78,11 @@ class trace(Messenger):
         for tracer in self._shown_on:
             tracer.trace = self.trace
         return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.graph_type == "dense":
+            identify_dense_edges(self.trace)
+        super().__exit__(*exc)
 
     def _wrap(self, fn: Callable) -> trace:
         # ``tracer = trace(); model = tracer(model)``: the copy records, and ``tracer.trace``

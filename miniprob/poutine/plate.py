@@ -87,6 +87,11 @@ def prune_subsample_sites(trace: Trace) -> Trace:
         for name, site in trace.nodes.items()
         if not (site["type"] == "sample" and isinstance(site["fn"], _Subsample))
     }
+    if trace._succ or trace._pred:  # a graph: keep the edges between the sites kept
+        kept = pruned.nodes
+        for site1, site2 in trace.edges:
+            if site1 in kept and site2 in kept:
+                pruned.add_edge(site1, site2)
     return pruned
 
 
