@@ -20,6 +20,7 @@ from .flat import FlatView, ParamVector, ravel
 from .params import ParamStore, clear_param_store, get_param_store
 from .poutine.handlers import condition
 from .poutine.plate import plate
+from .poutine.plate_helpers import plate_stack, subsample
 from .primitives import deterministic, factor, module, param, sample
 from .util import set_rng_seed
 from .validation import enable_validation, validation_enabled
@@ -47,10 +48,12 @@ __all__ = [
     "optim",
     "param",
     "plate",
+    "plate_stack",
     "poutine",
     "ravel",
     "sample",
     "save_checkpoint",
     "set_rng_seed",
+    "subsample",
     "validation_enabled",
 ]

@@ -13,11 +13,26 @@ Example::
 """
 
 from ..runtime import Messenger, apply_stack, get_stack
+from .escape import NonlocalExit, escape, queue
 from .handlers import block, condition, mask, replay, scale, seed, substitute, trace
 from .plate import plate, prune_subsample_sites
+from .plate_helpers import block_plate
+from .rewrite import do, equalize, infer_config, lift, uncondition
+from .scope import name_count, scope
 from .trace_struct import Trace, scale_and_mask
 
 __all__ = [
+    "uncondition",
+    "scope",
+    "queue",
+    "name_count",
+    "lift",
+    "infer_config",
+    "escape",
+    "equalize",
+    "do",
+    "block_plate",
+    "NonlocalExit",
     "Messenger",
     "Trace",
     "apply_stack",
