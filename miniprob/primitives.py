@@ -78,8 +78,12 @@ def sample(
         if fn.has_rsample:
             return fn.rsample(*args, **kwargs)
         return fn.sample(*args, **kwargs)
-    infer = None if infer is None else dict(infer)
-    msg = new_message("sample", name, fn, args, kwargs, obs, obs is not None, infer)
+    is_observed = obs is not None
+    if infer is not None:
+        infer = dict(infer)
+        # Pyro's override: a reparameterizer passes an initial value as obs, not observed.
+        is_observed = infer.pop("is_observed", is_observed)
+    msg = new_message("sample", name, fn, args, kwargs, obs, is_observed, infer)
     apply_stack(msg)
     return msg["value"]
 

@@ -5,6 +5,7 @@ Example::
     >>> from miniprob.infer import SVI, Trace_ELBO, TraceMeanField_ELBO, Predictive
 """
 
+from . import reparam
 from .diagnostics import set_nonfinite_mode
 from .elbo import ELBO
 from .jit_elbo import JitTrace_ELBO
@@ -20,5 +21,6 @@ __all__ = [
     "SVI",
     "TraceMeanField_ELBO",
     "Trace_ELBO",
+    "reparam",
     "set_nonfinite_mode",
 ]

@@ -17,11 +17,13 @@ from .escape import NonlocalExit, escape, queue
 from .handlers import block, condition, mask, replay, scale, seed, substitute, trace
 from .plate import plate, prune_subsample_sites
 from .plate_helpers import block_plate
+from .reparam_messenger import reparam
 from .rewrite import do, equalize, infer_config, lift, uncondition
 from .scope import name_count, scope
 from .trace_struct import Trace, scale_and_mask
 
 __all__ = [
+    "reparam",
     "uncondition",
     "scope",
     "queue",
