@@ -22,6 +22,7 @@ from .poutine.handlers import condition
 from .poutine.plate import plate
 from .poutine.plate_helpers import plate_stack, subsample
 from .primitives import deterministic, factor, module, param, sample
+from .render import render_model
 from .util import set_rng_seed
 from .validation import enable_validation, validation_enabled
 
@@ -51,6 +52,7 @@ __all__ = [
     "plate_stack",
     "poutine",
     "ravel",
+    "render_model",
     "sample",
     "save_checkpoint",
     "set_rng_seed",
