@@ -1,6 +1,7 @@
-"""Pyro's other handlers (lift, do, uncondition, infer_config, equalize, escape, queue, scope,
-name_count, block_plate) and plate helpers (plate_stack, subsample), differentially: the same
-model under miniprob and Pyro, one seed, the same sites, values, log densities and errors.
+"""Pyro's other handlers (lift, do, uncondition, infer_config, equalize, escape, queue, scope and
+name_count at Pyro's ``contrib.autoname`` path, block_plate) and plate helpers (plate_stack,
+subsample), differentially: the same model under miniprob and Pyro, one seed, the same sites,
+values, log densities and errors.
 """
 
 import queue as std_queue
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import miniprob as mp
+import miniprob.contrib.autoname as mp_autoname
 import miniprob.distributions as mdist
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -26,7 +28,7 @@ def libs():
     """(library, distributions, scope, name_count) for Pyro and miniprob."""
     return [
         (pyro, pdist, pyro_autoname.scope, pyro_autoname.name_count),
-        (mp, mdist, mp.poutine.scope, mp.poutine.name_count),
+        (mp, mdist, mp_autoname.scope, mp_autoname.name_count),
     ]
 
 
