@@ -12,7 +12,7 @@ Example::
     >>> model(torch.randn(5))
 """
 
-from . import distributions, infer, optim, poutine
+from . import distributions, infer, nn, optim, poutine
 from .blackbox import black_box
 from .checkpoint import load_checkpoint, save_checkpoint
 from .deferred import Constrained, DeferredDistribution, deferred
@@ -46,6 +46,7 @@ __all__ = [
     "infer",
     "load_checkpoint",
     "module",
+    "nn",
     "optim",
     "param",
     "plate",

@@ -35,10 +35,10 @@ from typing import Any
 
 import torch
 from torch.distributions import Distribution, constraints
-from torch.distributions.constraint_registry import transform_to
-from torch.distributions.transforms import AffineTransform, ComposeTransform, Transform
+from torch.distributions.transforms import Transform
 
 from .distributions.shape import Independent, MaskedDistribution, ShapeHelpers
+from .unconstrain import constraint_transform, unconstrain
 from .validation import validation_enabled
 
 __all__ = ["Constrained", "DeferredDistribution", "deferred"]
@@ -50,7 +50,7 @@ class Constrained:
     ``c()`` computes the constrained value afresh from the leaf ``c.unconstrained`` (an
     ``nn.Parameter``, ``transform_to(constraint).inv(init)``), which optimizers update.
 
-    :param init: the initial constrained value (finite, inside the constraint's support).
+    :param init: the initial constrained value (finite, with a finite unconstrained value).
     :param constraint: a ``torch.distributions.constraints`` object with a registered transform.
 
     Example::
@@ -70,25 +70,8 @@ class Constrained:
                 f"Constrained: 'constraint' should be a torch.distributions constraint, "
                 f"got {constraint!r}"
             )
-        try:
-            self.transform = _simplified(transform_to(constraint))
-        except NotImplementedError:
-            raise ValueError(
-                f"Constrained: no transform to the constraint {constraint} is registered "
-                "(register one with torch.distributions.transform_to.register)"
-            ) from None
-        init = torch.as_tensor(init)
-        if not init.is_floating_point():
-            init = init.to(torch.get_default_dtype())
-        with torch.no_grad():
-            if not bool(torch.isfinite(init).all()):
-                raise ValueError(f"Constrained: 'init' should be finite, got {init}")
-            if not bool(constraint.check(init).all()):
-                raise ValueError(
-                    f"Constrained: 'init' should lie in the support of the constraint "
-                    f"{constraint}, got {init}"
-                )
-            leaf = self.transform.inv(init).detach().clone().contiguous()
+        self.transform = constraint_transform("Constrained", constraint)
+        leaf = unconstrain("Constrained", init, constraint, self.transform).clone()
         self.constraint = constraint
         self.unconstrained = torch.nn.Parameter(leaf)
 
@@ -381,25 +364,6 @@ def _live(value: Any) -> Callable[[], Any] | None:
     if isinstance(value, (torch.Tensor, Distribution, Transform, type)):
         return None
     return value if callable(value) else None
-
-
-def _simplified(transform: Transform) -> Transform:
-    """``transform`` without the identity affine steps (``positive`` gives ``exp`` alone, five
-    times faster than torch's ``exp`` then ``0 + 1 * y``, with identical values and gradients)."""
-    if not isinstance(transform, ComposeTransform):
-        return transform
-    parts = [
-        t
-        for t in transform.parts
-        if not (isinstance(t, AffineTransform) and _is_number(t.loc, 0) and _is_number(t.scale, 1))
-    ]
-    if len(parts) == len(transform.parts):
-        return transform
-    return parts[0] if len(parts) == 1 else ComposeTransform(parts)
-
-
-def _is_number(x: Any, value: float) -> bool:
-    return isinstance(x, (int, float)) and x == value
 
 
 def _check_no_arguments(name: str, fn: Callable) -> None:

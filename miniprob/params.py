@@ -29,15 +29,10 @@ from typing import Any
 
 import torch
 from torch.distributions import constraints
-from torch.distributions.constraint_registry import transform_to
-from torch.distributions.transforms import (
-    AffineTransform,
-    ComposeTransform,
-    ExpTransform,
-    identity_transform,
-)
+from torch.distributions.transforms import identity_transform
 
 from .atomic import atomic_save
+from .unconstrain import constraint_transform, unconstrain
 
 MODULE_SEPARATOR = "$$$"
 
@@ -48,34 +43,7 @@ def _transform_for(name: str, constraint: constraints.Constraint):
             f"param '{name}': constraint must be a torch.distributions.constraints.Constraint, "
             f"got {constraint!r}"
         )
-    try:
-        return _simplified(transform_to(constraint))
-    except NotImplementedError:
-        raise ValueError(
-            f"param '{name}': no transform to the constraint {constraint!r} is registered, "
-            "so it cannot be optimized unconstrained (register one with transform_to.register)"
-        ) from None
-
-
-def _simplified(transform: Any) -> Any:
-    """``exp`` where torch gives ``exp`` followed by ``x * 1 + 0`` (its transform to ``positive``).
-
-    A parameter is read at every step: the two identity ops would cost time at each read and
-    add two nodes to the graph. ``exp`` never returns -0.0, so values and gradients are
-    bitwise the same without them.
-    """
-    if isinstance(transform, ComposeTransform) and len(transform.parts) == 2:
-        first, second = transform.parts
-        if (
-            isinstance(first, ExpTransform)
-            and isinstance(second, AffineTransform)
-            and isinstance(second.loc, (int, float))
-            and isinstance(second.scale, (int, float))
-            and second.loc == 0
-            and second.scale == 1
-        ):
-            return first
-    return transform
+    return constraint_transform(f"param '{name}'", constraint)
 
 
 def _state_leaf(name: str, value: Any, transform: Any) -> torch.Tensor:
@@ -168,21 +136,7 @@ class ParamStore:
         transform = _transform_for(name, constraint)
         if callable(init) and not isinstance(init, torch.Tensor):
             init = init()
-        init = torch.as_tensor(init) if not isinstance(init, torch.Tensor) else init
-        if not init.is_floating_point() and not init.is_complex():
-            init = init.to(torch.get_default_dtype())
-        with torch.no_grad():
-            if not bool(torch.isfinite(init).all()):
-                raise ValueError(f"param '{name}': init value is not finite: {init}")
-            if not bool(constraint.check(init).all()):
-                raise ValueError(
-                    f"param '{name}': init value lies outside the support of its constraint "
-                    f"{constraint}: {init}"
-                )
-            u = transform.inv(init)
-            if u is init and not init.is_leaf:
-                u = init.detach()
-            u = u.contiguous()
+        u = unconstrain(f"param '{name}'", init, constraint, transform)
         self._register(name, u, constraint, transform)
 
     def _register(self, name: str, leaf: torch.Tensor, constraint: Any, transform: Any) -> None:

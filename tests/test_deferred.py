@@ -270,7 +270,7 @@ def test_constrained_copies_its_init_and_accepts_numbers():
 def test_constrained_errors_name_the_constraint():
     with pytest.raises(ValueError, match=r"support of the constraint GreaterThan"):
         Constrained(torch.tensor([1.0, -1.0]), constraints.positive)
-    with pytest.raises(ValueError, match="'init' should be finite"):
+    with pytest.raises(ValueError, match="Constrained: init value is not finite"):
         Constrained(torch.tensor(float("nan")))
     with pytest.raises(TypeError, match="'constraint' should be a torch.distributions constraint"):
         Constrained(1.0, "positive")

@@ -53,7 +53,7 @@ def test_param_without_init_for_unknown_name():
     "init, constraint, expected",
     [
         (-1.0, constraints.positive, r"param 's'.*outside the support.*GreaterThan"),
-        (2.0, constraints.unit_interval, r"param 's'.*outside the support.*Interval"),
+        (0.0, constraints.positive, r"param 's'.*outside the support.*GreaterThan"),
         (float("nan"), constraints.real, r"param 's'.*not finite.*nan"),
         (float("inf"), constraints.positive, r"param 's'.*not finite.*inf"),
     ],

@@ -92,8 +92,8 @@ def test_unknown_name_names_it():
     "init, constraint, word",
     [
         (torch.tensor([-1.0]), constraints.positive, "GreaterThan"),
-        (torch.tensor([0.2, 0.2]), constraints.simplex, "Simplex"),
-        (torch.tensor(1.5), constraints.unit_interval, "Interval"),
+        (torch.tensor([0.0, 1.0]), constraints.positive, "GreaterThan"),
+        (torch.tensor(0.5), constraints.greater_than(1.0), "GreaterThan"),
         (torch.tensor([float("nan")]), constraints.real, "not finite"),
         (torch.tensor([1.0, float("inf")]), constraints.positive, "not finite"),
     ],
@@ -108,6 +108,24 @@ def test_init_outside_the_support_is_rejected_and_the_store_unchanged(init, cons
     with pytest.raises(ValueError, match="'keep'"):
         store()["keep"] = init if word == "not finite" else torch.tensor(float("nan"))
     assert store()["keep"].item() == 1.0
+
+
+@pytest.mark.parametrize(
+    "init, constraint",
+    [
+        (torch.tensor([0.2, 0.2]), constraints.simplex),
+        (torch.tensor(1.5), constraints.unit_interval),
+        (torch.tensor([[1.0, 2.0], [3.0, 4.0]]), constraints.lower_cholesky),
+    ],
+)
+def test_init_outside_the_support_with_a_finite_inverse_is_accepted_as_in_pyro(init, constraint):
+    import pyro
+
+    pyro.clear_param_store()
+    expected = pyro.param("p", init, constraint=constraint)
+    got = mp.param("p", init, constraint=constraint)
+    assert torch.equal(got, expected) and bool(constraint.check(got).all())
+    pyro.clear_param_store()
 
 
 def test_setitem_outside_the_constraint_keeps_the_old_value():

@@ -1,4 +1,5 @@
-"""Bijections: torch's ``torch.distributions.transforms`` with ``transform_to``/``biject_to``.
+"""Bijections: torch's ``torch.distributions.transforms`` with ``transform_to``/``biject_to``,
+and the transforms to Pyro's extra constraints (``softplus_positive``, ``unit_lower_cholesky``).
 
 Example::
 
@@ -7,10 +8,66 @@ Example::
     >>> t = transforms.transform_to(constraints.positive)
     >>> t(torch.tensor(0.0)).item()
     1.0
+    >>> transforms.transform_to(constraints.unit_lower_cholesky)(torch.ones(2, 2)).tolist()
+    [[1.0, 0.0], [1.0, 1.0]]
 """
 
-from torch.distributions.constraint_registry import biject_to, transform_to  # noqa: F401
+import torch
+from torch.distributions.constraint_registry import biject_to, transform_to
 from torch.distributions.transforms import *  # noqa: F403
+from torch.distributions.transforms import SoftplusTransform, Transform
 from torch.distributions.transforms import __all__ as _torch_all
 
-__all__ = [*_torch_all, "biject_to", "transform_to"]
+from . import constraints
+
+
+class UnitLowerCholeskyTransform(Transform):
+    """Square matrices to lower-triangular ones with a unit diagonal (the strict lower
+    triangle is kept, the rest replaced), as Pyro's; its inverse returns the matrix."""
+
+    domain = constraints.independent(constraints.real, 2)
+    codomain = constraints.unit_lower_cholesky
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UnitLowerCholeskyTransform)
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return x.tril(-1) + torch.eye(x.size(-1), device=x.device, dtype=x.dtype)
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+
+class SoftplusLowerCholeskyTransform(Transform):
+    """Square matrices to lower Cholesky factors: the strict lower triangle kept, ``softplus``
+    on the diagonal (as Pyro's)."""
+
+    domain = constraints.independent(constraints.real, 2)
+    codomain = constraints.softplus_lower_cholesky
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SoftplusLowerCholeskyTransform)
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        diag = torch.nn.functional.softplus(x.diagonal(dim1=-2, dim2=-1))
+        return x.tril(-1) + diag.diag_embed()
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        diag = y.diagonal(dim1=-2, dim2=-1)
+        return y.tril(-1) + (diag + (-diag).expm1().neg().log()).diag_embed()
+
+
+biject_to.register(constraints.softplus_positive, lambda _: SoftplusTransform())
+transform_to.register(constraints.softplus_positive, lambda _: SoftplusTransform())
+transform_to.register(
+    constraints.softplus_lower_cholesky, lambda _: SoftplusLowerCholeskyTransform()
+)
+transform_to.register(constraints.unit_lower_cholesky, lambda _: UnitLowerCholeskyTransform())
+
+__all__ = [
+    *_torch_all,
+    "SoftplusLowerCholeskyTransform",
+    "UnitLowerCholeskyTransform",
+    "biject_to",
+    "transform_to",
+]

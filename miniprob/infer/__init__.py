@@ -5,7 +5,7 @@ Example::
     >>> from miniprob.infer import SVI, Trace_ELBO, TraceMeanField_ELBO, Predictive
 """
 
-from . import reparam
+from . import autoguide, reparam
 from .diagnostics import set_nonfinite_mode
 from .elbo import ELBO
 from .jit_elbo import JitTrace_ELBO
@@ -21,6 +21,7 @@ __all__ = [
     "SVI",
     "TraceMeanField_ELBO",
     "Trace_ELBO",
+    "autoguide",
     "reparam",
     "set_nonfinite_mode",
 ]

@@ -288,10 +288,29 @@ def check_model_guide_match(
         )
     missing = model_latents.keys() - guide_vars
     if missing:
+        _check_autoguide_covers(missing, model_latents, guide_trace)
         warnings.warn(
             f"Found vars in model but not guide: {sorted(missing)} "
             "(they are sampled from the prior)",
             stacklevel=4,
+        )
+
+
+def _check_autoguide_covers(missing: set, model_latents: dict, guide_trace: Trace) -> None:
+    """An autoguide covers the latent sites its model had at its first call: a model latent
+    it lacks (not left to enumeration) means the model's sites changed since, an error."""
+    uncovered = sorted(n for n in missing if not model_latents[n]["infer"].get("enumerate"))
+    guides = {
+        site["infer"]["autoguide"]
+        for site in guide_trace.nodes.values()
+        if site["type"] == "sample" and "autoguide" in site["infer"]
+    }
+    if uncovered and guides:
+        raise ValueError(
+            f"model latent site(s) {uncovered} are not covered by the autoguide "
+            f"{sorted(guides)}, which found the model's latent sites at its first call: the "
+            "model's latent sites changed since (build a new autoguide), or they were hidden "
+            "from it (give them a guide of their own in an AutoGuideList)"
         )
 
 

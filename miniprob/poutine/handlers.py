@@ -17,6 +17,7 @@ import torch
 from ..runtime import Message, Messenger
 from ..util import get_rng_state, set_rng_seed, set_rng_state
 from ..validation import as_observation, check_observed, validation_enabled
+from .plate import _Subsample
 from .trace_struct import Trace
 
 
@@ -123,6 +124,14 @@ class replay(Messenger):
             if guide_site["type"] != "sample" or guide_site["is_observed"]:
                 raise RuntimeError(
                     f"site '{name}' must be sampled (not observed) in the replayed trace"
+                )
+            fn = msg["fn"]
+            replayed = guide_site["fn"]
+            if fn.__class__ is _Subsample is replayed.__class__ and replayed.size != fn.size:
+                raise ValueError(
+                    f"plate '{name}' has size {fn.size} here but size {replayed.size} "
+                    "in the replayed trace (did the data size change since an autoguide took "
+                    "its prototype? Build it anew, or give it create_plates)"
                 )
             msg["done"] = True
             msg["value"] = guide_site["value"]
