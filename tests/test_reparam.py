@@ -171,3 +171,48 @@ def test_a_reparameterizer_sees_the_model_arguments_as_in_pyro():
     with mp.poutine.reparam(config={"x": Spy()}):
         model(3)
     assert seen == [((1,), {"b": 2}), None]
+
+
+def neutra_trace(lib, dist, reparams, guide_name):
+    from importlib import import_module
+
+    autoguide = import_module(f"{lib.__name__}.infer.autoguide")
+
+    def model():
+        a = lib.sample("a", dist.Normal(0.0, 1.0))
+        with lib.plate("groups", 2):
+            b = lib.sample("b", dist.LogNormal(a, 1.0))
+        lib.sample("y", dist.Normal(b.sum(), 1.0), obs=torch.tensor(1.0))
+
+    lib.clear_param_store()
+    lib.set_rng_seed(0)
+    guide = getattr(autoguide, guide_name)(model)
+    svi = lib.infer.SVI(model, guide, lib.optim.Adam({"lr": 0.05}), lib.infer.Trace_ELBO())
+    for _ in range(5):
+        svi.step()
+    neutra = reparams.NeuTraReparam(guide)
+    tr = lib.poutine.trace(neutra.reparam(model)).get_trace()
+    tr.compute_log_prob()
+    return tr, neutra.transform_sample(torch.linspace(-1.0, 1.0, 12).reshape(4, 1, 3))
+
+
+@pytest.mark.parametrize("guide_name", ["AutoDiagonalNormal", "AutoMultivariateNormal"])
+def test_neutra_reparam_matches_pyro(guide_name):
+    (expected, ref_samples), (actual, samples) = [neutra_trace(*libs, guide_name) for libs in LIBS]
+    assert_same(expected, actual)
+    assert list(sites(actual)) == ["a_shared_latent", "a", "b", "y"]
+    assert samples.keys() == ref_samples.keys()
+    for name, value in samples.items():
+        torch.testing.assert_close(value, ref_samples[name], rtol=0, atol=0)
+
+
+def test_neutra_reparam_errors_as_pyro():
+    from miniprob.infer.autoguide import AutoDelta, AutoLaplaceApproximation
+
+    model = lambda: mp.sample("x", mdist.Normal(0.0, 1.0))  # noqa: E731
+    with pytest.raises(TypeError, match="NeuTraReparam expected an AutoContinuous guide"):
+        mp.infer.reparam.NeuTraReparam(AutoDelta(model))
+    guide = AutoLaplaceApproximation(model)
+    guide()
+    with pytest.raises(ValueError, match="only supports guides that implement `get_transform`"):
+        mp.poutine.trace(mp.infer.reparam.NeuTraReparam(guide).reparam(model)).get_trace()

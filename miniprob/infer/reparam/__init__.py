@@ -6,8 +6,9 @@ names a :class:`Reparam`, whose ``apply`` draws the auxiliary sites (with ordina
 ``sample`` statements, so every handler sees them) and returns the original site as an observed,
 masked ``Delta`` of the transformed value. As in Pyro, ``LocScaleReparam`` decenters a
 location-scale family (``name_decentered``, with a learned ``name_centered`` parameter unless
-``centered`` is given) and ``TransformReparam`` draws a transformed distribution's base
-(``name_base``); under one seed the sites and numbers are Pyro's.
+``centered`` is given), ``TransformReparam`` draws a transformed distribution's base
+(``name_base``) and ``NeuTraReparam`` draws all latents at once through a trained flat
+autoguide's transform; under one seed the sites and numbers are Pyro's.
 
 Example::
 
@@ -22,7 +23,8 @@ Example::
 """
 
 from .loc_scale import LocScaleReparam
+from .neutra import NeuTraReparam
 from .reparam import Reparam
 from .transform import TransformReparam
 
-__all__ = ["LocScaleReparam", "Reparam", "TransformReparam"]
+__all__ = ["LocScaleReparam", "NeuTraReparam", "Reparam", "TransformReparam"]
