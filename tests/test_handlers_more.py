@@ -349,10 +349,39 @@ def scoped_models(lib, dist, scope, name_count):
             nested()
             by_name()
 
-    return [nested, by_name, counted_scopes, counted_inner, counted_inside, counted_nested]
+    @scope
+    def recursive(r=True):
+        by_name()
+        with scope(prefix="inter"):
+            by_name()
+            if r:
+                recursive(r=False)
+        by_name()
+
+    @scope
+    def branching(n=2):
+        leaf()
+        if n:
+            branching(n - 1)
+            branching(n - 1)
+
+    @name_count
+    def counted_recursive():
+        recursive()
+        branching()
+
+    return [
+        nested,
+        by_name,
+        counted_scopes,
+        counted_inner,
+        counted_inside,
+        counted_nested,
+        counted_recursive,
+    ]
 
 
-@pytest.mark.parametrize("index", range(6))
+@pytest.mark.parametrize("index", range(7))
 def test_scope_and_name_count_name_sites_as_pyro(index):
     def build(lib, dist):
         _, _, scope, name_count = next(x for x in libs() if x[0] is lib)

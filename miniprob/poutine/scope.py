@@ -82,6 +82,14 @@ class scope(Messenger):
             wrapped.prefix = fn.__code__.co_name
         return wrapped
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.fn is None:
+            return super().__call__(*args, **kwargs)
+        # A fresh handler per call, as in Pyro: a recursive function nests its own scopes, each
+        # on the stack with the prefix it was entered with.
+        with self._wrap(self.fn):
+            return self.fn(*args, **kwargs)
+
     def __enter__(self) -> scope:
         if self.prefix is None:
             raise ValueError("no prefix was provided")
