@@ -491,3 +491,15 @@ def test_a_detached_site_is_scored_as_non_reparameterized():
         tr = mp.poutine.trace(model).get_trace()
     assert tr.nonreparam_stochastic_nodes == ["z"]
     assert not tr.nodes["z"]["value"].requires_grad
+
+
+def test_queue_as_a_decorator_as_pyro():
+    seen = []
+    for lib, dist, *_ in libs():
+        q = std_queue.Queue()
+        q.put(lib.poutine.Trace())
+        model = lib.poutine.queue(queue=q)(discrete_model(lib, dist))
+        tr = lib.poutine.trace(model).get_trace()
+        seen.append((list(tr.nodes), tr.nodes["_RETURN"]["value"], q.qsize()))
+    assert seen[1] == seen[0]
+    assert seen[1][0] == ["_INPUT", "a", "b", "obs", "_RETURN"]

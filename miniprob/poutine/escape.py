@@ -22,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -144,9 +145,9 @@ class queue:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.fn is None:
-            if len(args) == 1 and not kwargs and callable(args[0]):
-                wrapped = queue.__new__(queue)
-                wrapped.__dict__.update(self.__dict__, fn=args[0])
+            if len(args) == 1 and not kwargs and callable(args[0]):  # ``@queue(queue=q)``
+                wrapped = copy.copy(self)
+                wrapped.fn = args[0]
                 return wrapped
             raise TypeError("queue has no function to call")
         for _ in range(self.max_tries):
