@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from importlib import import_module
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,41 @@ def deterministic(lib, dist):
     return model, {"model_args": (torch.ones(10),), **options}
 
 
-MODELS = [simple, mace, with_params, overlapping_plates, semisupervised, deterministic]
+def pyro_module_regression(lib, dist):
+    # The model of Pyro's Bayesian regression tutorial: PyroModule[nn.Linear] with PyroSample
+    # weights.
+    nn_lib = import_module(f"{lib.__name__}.nn")
+
+    class BayesianRegression(nn_lib.PyroModule):
+        def __init__(self, in_features, out_features):
+            super().__init__()
+            self.linear = nn_lib.PyroModule[torch.nn.Linear](in_features, out_features)
+            weight = dist.Normal(0.0, 1.0).expand([out_features, in_features]).to_event(2)
+            self.linear.weight = nn_lib.PyroSample(weight)
+            bias = dist.Normal(0.0, 10.0).expand([out_features]).to_event(1)
+            self.linear.bias = nn_lib.PyroSample(bias)
+
+        def forward(self, x, y=None):
+            sigma = lib.sample("sigma", dist.Uniform(0.0, 10.0))
+            mean = self.linear(x).squeeze(-1)
+            with lib.plate("data", x.shape[0]):
+                lib.sample("obs", dist.Normal(mean, sigma), obs=y)
+            return mean
+
+    args = (torch.randn(10, 3), torch.randn(10))
+    options = {"render_params": True, "render_distributions": True}
+    return BayesianRegression(3, 1), {"model_args": args, **options}
+
+
+MODELS = [
+    simple,
+    mace,
+    with_params,
+    overlapping_plates,
+    semisupervised,
+    deterministic,
+    pyro_module_regression,
+]
 
 
 @pytest.mark.parametrize("build", MODELS, ids=lambda b: b.__name__)
