@@ -77,6 +77,22 @@ class ShapeHelpers:
             return self
         return MaskedDistribution(self, mask)
 
+    def has_rsample_(self, value: bool) -> Distribution:
+        """Force reparameterized (True) or detached (False) draws from this instance, in place:
+        inference then treats its sites as (non-)reparameterized. Returns ``self``.
+
+        Example::
+
+            >>> import miniprob.distributions as dist
+            >>> d = dist.Normal(0.0, 1.0).has_rsample_(False)
+            >>> d.has_rsample, d().requires_grad
+            (False, False)
+        """
+        if not (value is True or value is False):
+            raise ValueError(f"Expected value in [False,True], actual {value}")
+        self.has_rsample = value
+        return self
+
 
 class TorchDistribution(ShapeHelpers, Distribution):
     """The base class of custom distributions, as Pyro's: a torch ``Distribution`` with the

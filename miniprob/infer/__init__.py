@@ -5,7 +5,7 @@ Example::
     >>> from miniprob.infer import SVI, Trace_ELBO, TraceMeanField_ELBO, Predictive
 """
 
-from . import autoguide
+from . import autoguide, reparam
 from .diagnostics import set_nonfinite_mode
 from .elbo import ELBO
 from .enum import JitTraceEnum_ELBO, TraceEnum_ELBO, config_enumerate, infer_discrete
@@ -30,5 +30,6 @@ __all__ = [
     "autoguide",
     "config_enumerate",
     "infer_discrete",
+    "reparam",
     "set_nonfinite_mode",
 ]

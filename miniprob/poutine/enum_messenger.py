@@ -1,4 +1,4 @@
-"""Parallel enumeration of discrete sites: ``enum``, ``markov`` and ``infer_config``.
+"""Parallel enumeration of discrete sites: ``enum`` and ``markov``.
 
 ``enum`` gives each sample site marked ``infer={"enumerate": "parallel"}`` a tensor dim of its
 own, left of the ``max_plate_nesting`` dims that plates use, and sets the site's value to the
@@ -286,28 +286,3 @@ class markov(Messenger):
             scope.update(self._stack[pos])
         infer["_markov_depth"] = 1 + infer.get("_markov_depth", 0)
         self._stack[self._pos].add(msg["name"])
-
-
-class infer_config(Messenger):
-    """Update each sample and param site's ``infer`` dict with ``config_fn(site)``.
-
-    Example::
-
-        >>> import miniprob as pyro, miniprob.distributions as dist
-        >>> from miniprob.poutine import trace
-        >>> def model():
-        ...     pyro.sample("x", dist.Normal(0.0, 1.0))
-        >>> tr = trace(infer_config(model, lambda site: {"flag": True})).get_trace()
-        >>> tr.nodes["x"]["infer"]
-        {'flag': True}
-    """
-
-    def __init__(self, fn: Callable | None = None, config_fn: Callable | None = None):
-        super().__init__(fn)
-        if config_fn is None or not callable(config_fn):
-            raise ValueError(f"infer_config needs a callable config_fn, got {config_fn!r}")
-        self.config_fn = config_fn
-
-    def process_message(self, msg: Message) -> None:
-        if msg["type"] in ("sample", "param"):
-            msg["infer"].update(self.config_fn(msg))

@@ -92,10 +92,20 @@ class trace(Messenger):
         return wrapped
 
     def postprocess_message(self, msg: Message) -> None:
-        if self.param_only and msg["type"] != "param":
-            return
+        kind = msg["type"]
+        if kind != "param" and (self.param_only or kind != "sample"):
+            return  # other effects (a scope, a subsample) are no sites
         # A copy: the trace's site must not change when another handler changes the message.
         self.trace.add_site(msg["name"], msg.copy())
+
+    def _reset(self) -> None:
+        # A run restarted (see ``NonlocalExit.reset_stack``): forget its sites but the inputs.
+        fresh = Trace(self.graph_type)
+        if "_INPUT" in self.trace.nodes:
+            fresh.add_site("_INPUT", self.trace.nodes["_INPUT"])
+        self.trace = fresh
+        for tracer in self._shown_on:
+            tracer.trace = fresh
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.fn is None:

@@ -235,8 +235,9 @@ class plate(Messenger):
             msg["scale"] = msg["scale"] * self.size / self.subsample_size
 
     def postprocess_message(self, msg: Message) -> None:
-        # A param declared with event_dim inside a subsampled plate is subsampled with it.
-        if msg["type"] != "param" or self.dim is None:
+        # A param declared with event_dim inside a subsampled plate is subsampled with it, and
+        # so is the data of a ``subsample`` statement.
+        if msg["type"] not in ("param", "subsample") or self.dim is None:
             return
         event_dim = msg["kwargs"].get("event_dim")
         if event_dim is None:
@@ -245,6 +246,11 @@ class plate(Messenger):
         value = msg["value"]
         shape = value.shape
         if len(shape) >= -dim and shape[dim] != 1:
+            if shape[dim] != self.size and msg["type"] == "subsample":
+                raise ValueError(
+                    f"Inside pyro.plate({self.name}, {self.size}, dim={self.dim}) invalid shape "
+                    f"of pyro.subsample(..., event_dim={event_dim}): {shape}"
+                )
             if shape[dim] != self.size:
                 raise ValueError(
                     f"param '{msg['name']}' (event_dim={event_dim}) inside plate('{self.name}', "

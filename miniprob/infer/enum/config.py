@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ...poutine.enum_messenger import infer_config
 from ...poutine.plate import _Subsample
+from ...poutine.rewrite import infer_config
 from ...runtime import Message
 
 
