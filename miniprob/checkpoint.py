@@ -2,7 +2,8 @@
 
 ``save_checkpoint`` writes the current ParamStore (unconstrained values and constraints), the
 optimizer's and scheduler's state, the random number generators of torch, ``random`` and NumPy,
-and any ``extra`` object you pass. ``load_checkpoint`` puts all of it back, so that N steps,
+and any ``extra`` object you pass (in a data-parallel run, every rank's RNG states: rank 0
+writes, every rank resumes). ``load_checkpoint`` puts all of it back, so that N steps,
 a save, a load (in a fresh process too) and M more steps give bit for bit the parameters of
 N + M steps.
 
@@ -45,6 +46,7 @@ import torch
 from torch.distributions import constraints
 
 from .atomic import atomic_write
+from .optim.distributed import DistributedOptimizer
 from .optim.lr_scheduler import PyroLRScheduler
 from .optim.optim import PyroOptim
 from .params import ParamStore, _transform_for, get_param_store, module_param_name
@@ -66,6 +68,10 @@ def save_checkpoint(
 
     ``scheduler`` is a ``miniprob.optim`` scheduler (which is also the optimizer given to
     ``SVI``); its optimizers' state is saved with its schedulers' own state.
+
+    With a :class:`~miniprob.optim.DistributedOptimizer` as ``optim`` the save is collective:
+    every rank calls it, rank 0 writes the file (with every rank's RNG state) and every rank
+    returns once it is written.
     """
     _check_types("save_checkpoint", optim, scheduler)
     state = {
@@ -78,11 +84,17 @@ def save_checkpoint(
         "rng": get_rng_state(),
         "extra": extra,
     }
+    if isinstance(optim, DistributedOptimizer):
+        optim._save_checkpoint(state, lambda state: atomic_write(path, _encode(state)))
+    else:
+        atomic_write(path, _encode(state))
+
+
+def _encode(state: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
-    header = _MAGIC + _HEADER.pack(len(payload), hashlib.sha256(payload).digest())
-    atomic_write(path, header + payload)
+    return _MAGIC + _HEADER.pack(len(payload), hashlib.sha256(payload).digest()) + payload
 
 
 def _check_types(where: str, optim: Any, scheduler: Any) -> None:
@@ -106,6 +118,10 @@ def load_checkpoint(
     are the parameters of ``modules`` (``{name given to pyro.module: module}``). ``optim`` and
     ``scheduler`` get their saved state; the RNGs are restored. Everything is checked before
     anything changes: a file that cannot be loaded raises ``ValueError`` and changes nothing.
+
+    With a :class:`~miniprob.optim.DistributedOptimizer` as ``optim``, each rank gets back the
+    RNG state it saved (the world size must be the one that saved it); without one, the RNGs
+    get rank 0's.
     """
     _check_types("load_checkpoint", optim, scheduler)
     path = os.fspath(path)
@@ -116,13 +132,17 @@ def load_checkpoint(
         raise ValueError(f"checkpoint {path!r} holds no optimizer state (saved without optim=)")
     if scheduler is not None and state["scheduler"] is None:
         raise ValueError(f"checkpoint {path!r} holds no scheduler state (saved without scheduler=)")
+    if isinstance(optim, DistributedOptimizer):
+        rng = optim._rng_state(state, path)
+    else:
+        rng = state["rng"]
     _restore_params(store, state["params"], targets)
     if optim is not None:
         optim.set_state(state["optim"])
     if scheduler is not None:
         scheduler.set_state(state["scheduler"]["optim"])
         scheduler.set_scheduler_state(state["scheduler"]["schedulers"])
-    set_rng_state(state["rng"])
+    set_rng_state(rng)
     return state["extra"]
 
 
