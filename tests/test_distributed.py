@@ -9,7 +9,10 @@ ranks agree with each other bit for bit.
 """
 
 import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import distributed_workers as workers
 import pytest
@@ -222,3 +225,26 @@ def test_module_parameters_are_not_adopted_twice():
         "model.net.weight",
         "params.unused",
     ]
+
+
+# ---- the tutorial ---------------------------------------------------------------------------
+
+
+def test_the_distributed_vae_tutorial_runs_in_fast_mode(tmp_path):
+    """It launches torchrun with 1 and 2 processes and checks its claims (held-out ELBO, ranks
+    equal, 1 and 2 processes within 5 nats)."""
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, MINIPROB_FAST="1", MINIPROB_OUT=str(tmp_path), GLOO_SOCKET_IFNAME="lo")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, str(root / "tutorials" / "distributed_vae.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, (
+        f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-8000:]}"
+    )
+    assert (tmp_path / "distributed_vae_losses.png").exists()
+    assert "steps/s" in result.stdout and "held-out ELBO" in result.stdout
