@@ -147,7 +147,8 @@ class DistributedOptimizer(PyroOptim):
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
         self._src = 0 if group is None else dist.get_global_rank(group, 0)
-        self._param_sync = _FirstReadSync(self)
+        # A group of one has nobody to agree with: the wrapped optimizer's step, nothing more.
+        self._param_sync = _FirstReadSync(self) if self.world_size > 1 else None
         self._steps = 0
         self._last_params: list[torch.Tensor] = []
         self._last_names: list[str] = []
@@ -164,6 +165,9 @@ class DistributedOptimizer(PyroOptim):
     def __call__(self, params: Iterable[torch.Tensor], *args: Any, **kwargs: Any) -> None:
         """Average the gradients of ``params`` over the ranks, then step the wrapped optimizer
         (every rank, the same update)."""
+        if self._param_sync is None:
+            self.optim(params, *args, **kwargs)
+            return
         params = list(params)
         names = self._names(params)
         for name, p in zip(names, params, strict=True):
@@ -223,7 +227,7 @@ class DistributedOptimizer(PyroOptim):
         self._param_sync.synced.add(name)
 
     def _step_failed(self, error: BaseException) -> None:
-        if isinstance(error, DistributedStepError):
+        if self._param_sync is None or isinstance(error, DistributedStepError):
             return  # every rank raised it together
         description = f"{type(error).__name__}: {error}"
         try:
