@@ -49,6 +49,7 @@ Example (one process, world size 1)::
 from __future__ import annotations
 
 import socket
+import weakref
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -94,21 +95,30 @@ def _describe_params(names: list[str], shapes: list[tuple]) -> str:
 class _FirstReadSync(Messenger):
     """Around each step's loss: broadcast each parameter from rank 0 the first time the step
     reads it, creating it first when the store lacks it, so that it is used with rank 0's
-    value on every rank. Later reads cost one set lookup."""
+    value on every rank. A parameter is known by its name and leaf: one created again under
+    the same name (after ``clear_param_store``) is broadcast again. Later reads cost two
+    dict lookups."""
 
     def __init__(self, owner: DistributedOptimizer) -> None:
         super().__init__()
         self.owner = owner
-        self.synced: set[str] = set()
+        self.synced: dict[str, weakref.ref] = {}  # name -> the leaf that was broadcast
 
     def process_message(self, msg: Message) -> None:
-        if msg["type"] != "param" or msg["name"] in self.synced or msg["value"] is not None:
+        if msg["type"] != "param" or msg["value"] is not None:
             return
-        store = _CURRENT.get()
         name = msg["name"]
+        store = _CURRENT.get()
+        synced = self.synced.get(name)
+        if synced is not None and synced() is store._params.get(name):
+            return
         if name not in store:
             msg["fn"](*msg["args"], **msg["kwargs"])  # creates it; read again after the sync
         self.owner._sync_leaf(name, store.unconstrained(name))
+
+    def is_synced(self, name: str, leaf: torch.Tensor) -> bool:
+        synced = self.synced.get(name)
+        return synced is not None and synced() is leaf
 
 
 class DistributedOptimizer(PyroOptim):
@@ -171,7 +181,7 @@ class DistributedOptimizer(PyroOptim):
         params = list(params)
         names = self._names(params)
         for name, p in zip(names, params, strict=True):
-            if name not in self._param_sync.synced:  # read where the sync could not see it
+            if not self._param_sync.is_synced(name, p):  # read where the sync could not see it
                 self._sync_leaf(name, p)
         numel = sum(p.numel() for p in params)
         self._exchange(_STEP, self._last_signature, numel, lambda: (names, params))
@@ -224,7 +234,7 @@ class DistributedOptimizer(PyroOptim):
         signature = _signature(f"{name}{tuple(leaf.shape)}{leaf.dtype}")
         self._exchange(_READ, signature, leaf.numel(), lambda: ([name], [leaf]))
         self._communicate(dist.broadcast, leaf.detach(), src=self._src, group=self.group)
-        self._param_sync.synced.add(name)
+        self._param_sync.synced[name] = weakref.ref(leaf)
 
     def _step_failed(self, error: BaseException) -> None:
         if self._param_sync is None or isinstance(error, DistributedStepError):
