@@ -249,6 +249,31 @@ def healthy_run(rank, world_size, out):
         step_all(svi.step, batches[:2])
     except Exception as e:
         results["mismatch"] = (type(e).__name__, str(e))
+
+    # Collectives per step once every parameter has been broadcast.
+    pyro.clear_param_store()
+    reg = Regression()
+    svi = SVI(reg.model, reg.guide, DistributedOptimizer(Adam({"lr": LR})), Trace_ELBO())
+    early = lambda x, y, idx, late: svi.step(x, y, idx)  # noqa: E731 (no late parameter)
+    step_all(early, batches[:2])
+    calls = {"all_reduce": 0, "broadcast": 0}
+    originals = {name: getattr(dist, name) for name in calls}
+
+    def counting(name):
+        def op(*args, **kwargs):
+            calls[name] += 1
+            return originals[name](*args, **kwargs)
+
+        return op
+
+    try:
+        for name in calls:
+            setattr(dist, name, counting(name))
+        step_all(early, batches[2:5])
+    finally:
+        for name, op in originals.items():
+            setattr(dist, name, op)
+    results["collectives_in_3_steps"] = calls
     return results
 
 

@@ -68,6 +68,12 @@ def test_ranks_end_equal_to_each_other_and_to_one_process_over_the_union(healthy
     assert_same(rank0["svi"], expected, **TOL)
 
 
+def test_a_step_is_one_status_exchange_and_one_flat_gradient_all_reduce(healthy):
+    ranks, _ = healthy
+    for result in ranks:
+        assert result["collectives_in_3_steps"] == {"all_reduce": 6, "broadcast": 0}
+
+
 def test_a_parameter_created_after_the_first_step_agrees(healthy):
     (rank0, rank1), _ = healthy
     # ``bias_map`` is first read at step LATE, from a random init that differs per rank.
