@@ -19,6 +19,7 @@ from torch.distributions import LogNormal, constraints
 from miniprob.distributions.constraints import softplus_positive
 
 INIT_SCALE = 0.1
+LOCS, SCALES = "AutoNormal.locs.", "AutoNormal.scales."  # Pyro's names, so floors compare
 
 
 def hier_auto(pyro: Any, guide: str) -> Problem:
@@ -43,7 +44,9 @@ def hier_autonormal_floor(data: torch.Tensor) -> Floor:
     ``sigma`` (log q gains ``-u``), in the order the guide draws them."""
 
     def loss_fn(p):
-        q = {s: _normal(p[f"loc_{s}"], p[f"scale_{s}"]) for s in ("mu", "tau", "theta", "sigma")}
+        q = {
+            s: _normal(p[f"{LOCS}{s}"], p[f"{SCALES}{s}"]) for s in ("mu", "tau", "theta", "sigma")
+        }
         u = {s: d.rsample() for s, d in q.items()}
         log_q = (
             q["mu"].log_prob(u["mu"])
@@ -60,8 +63,8 @@ def hier_autonormal_floor(data: torch.Tensor) -> Floor:
     real = constraints.real
     inits = {}
     for site, shape in (("mu", ()), ("tau", ()), ("theta", (G,)), ("sigma", (G,))):
-        inits[f"loc_{site}"] = (torch.zeros(shape), real)
-        inits[f"scale_{site}"] = (torch.full(shape, INIT_SCALE), softplus_positive)
+        inits[f"{LOCS}{site}"] = (torch.zeros(shape), real)
+        inits[f"{SCALES}{site}"] = (torch.full(shape, INIT_SCALE), softplus_positive)
     return Floor(inits, loss_fn)
 
 
@@ -70,7 +73,7 @@ def hier_autodiagonal_floor(data: torch.Tensor) -> Floor:
     ``[mu, log tau, theta, log sigma]``, sliced and mapped onto each site."""
 
     def loss_fn(p):
-        q = _normal(p["loc"], p["scale"])
+        q = _normal(p["AutoDiagonalNormal.loc"], p["AutoDiagonalNormal.scale"])
         u = q.rsample()
         mu, log_tau, theta, log_sigma = u.split([1, 1, G, G])
         log_q = q.log_prob(u).sum() - log_tau.sum() - log_sigma.sum()
@@ -79,8 +82,8 @@ def hier_autodiagonal_floor(data: torch.Tensor) -> Floor:
         return elbo, elbo
 
     inits = {
-        "loc": (torch.zeros(2 + 2 * G), constraints.real),
-        "scale": (torch.full((2 + 2 * G,), INIT_SCALE), softplus_positive),
+        "AutoDiagonalNormal.loc": (torch.zeros(2 + 2 * G), constraints.real),
+        "AutoDiagonalNormal.scale": (torch.full((2 + 2 * G,), INIT_SCALE), softplus_positive),
     }
     return Floor(inits, loss_fn)
 
