@@ -12,6 +12,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	@# render_model's pictures need graphviz's `dot`: install it where we can (root, apt-get),
+	@# carry on without it elsewhere (those tests skip).
+	command -v dot >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get update -qq && apt-get install -y -qq graphviz >/dev/null; } ; } || \
+		echo "graphviz's dot not installed: render_model cannot write files here"
 	touch $(STAMP)
 
 test: $(STAMP) lint

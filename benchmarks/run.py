@@ -36,6 +36,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 import autoguide_models  # noqa: E402
+import enum_bench  # noqa: E402
 import models  # noqa: E402
 
 import miniprob  # noqa: E402
@@ -322,6 +323,8 @@ def markdown(results: dict) -> str:
             f"process; tracemalloc over {mem['tracemalloc_steps']} steps: "
             f"{mem['tracemalloc_growth_bytes_per_step']:.1f} bytes/step of Python heap growth.",
         ]
+    if "enum" in results:
+        lines += enum_bench.markdown(results["enum"])
     return "\n".join(lines) + "\n"
 
 
@@ -333,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-per-site", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--no-jit", action="store_true")
+    parser.add_argument("--skip-enum", action="store_true", help="leave out enum_bench.py")
     parser.add_argument("--out", default=str(HERE), help="folder for results.json and RESULTS.md")
     args = parser.parse_args(argv)
 
@@ -363,6 +367,9 @@ def main(argv: list[str] | None = None) -> None:
             "per site (µs/site):",
             {k: round(v, 1) for k, v in results["per_site"]["us_per_site"].items()},
         )
+    if not args.skip_enum:
+        results["enum"] = enum_bench.run(max(5, rounds // 2), args.quick)
+        print("\n".join(enum_bench.markdown(results["enum"])), flush=True)
     if not args.skip_memory:
         results["memory"] = memory(400 if args.quick else 2000, 100 if args.quick else 600)
         print("memory:", results["memory"])
@@ -370,6 +377,11 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "RESULTS.md").write_text(markdown(results))
+    if (HERE / "distributed.json").exists():  # keep the section of benchmarks/distributed.py
+        import distributed
+
+        saved = json.loads((HERE / "distributed.json").read_text())
+        distributed.write_section(out / "RESULTS.md", distributed.section(saved))
     print(markdown(results))
 
 

@@ -18,9 +18,12 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .deferred import Constrained, DeferredDistribution, deferred
 from .flat import FlatView, ParamVector, ravel
 from .params import ParamStore, clear_param_store, get_param_store
+from .poutine.enum_messenger import markov
 from .poutine.handlers import condition
 from .poutine.plate import plate
+from .poutine.plate_helpers import plate_stack, subsample
 from .primitives import deterministic, factor, module, param, sample
+from .render import render_model
 from .util import set_rng_seed
 from .validation import enable_validation, validation_enabled
 
@@ -43,15 +46,19 @@ __all__ = [
     "get_param_store",
     "infer",
     "load_checkpoint",
+    "markov",
     "module",
     "nn",
     "optim",
     "param",
     "plate",
+    "plate_stack",
     "poutine",
     "ravel",
+    "render_model",
     "sample",
     "save_checkpoint",
     "set_rng_seed",
+    "subsample",
     "validation_enabled",
 ]

@@ -24,10 +24,13 @@ from torch.autograd.function import once_differentiable
 __all__ = ["black_box"]
 
 _EPS = torch.finfo(torch.float64).eps
-# Relative steps that balance truncation error against rounding error: O(h) truncation for
-# one-sided differences, O(h^2) for two-sided ones (SPSA differences each direction two-sided).
-_RELATIVE_STEP = {"forward": math.sqrt(_EPS), "central": _EPS ** (1 / 3), "spsa": _EPS ** (1 / 3)}
+# The power of the output's machine epsilon that balances truncation error against rounding
+# error: O(h) truncation for one-sided differences (h = sqrt(eps)), O(h^2) for two-sided ones
+# (h = cbrt(eps); SPSA differences each direction two-sided).
+_STEP_POWER = {"forward": 1 / 2, "central": 1 / 3, "spsa": 1 / 3}
 _DEFAULT_DIRECTIONS = 8
+# Floating NumPy dtypes by size, for the precision of an array fn returns.
+_NUMPY_FLOAT = {2: torch.float16, 4: torch.float32, 8: torch.float64}
 
 
 def black_box(
@@ -52,7 +55,11 @@ def black_box(
         ``"spsa"`` (``2 * num_directions`` calls whatever ``n``, an unbiased random estimate
         along Rademacher directions that perturb all inputs at once).
     :param step: relative step; defaults to ``sqrt(eps)`` for ``"forward"`` and ``cbrt(eps)``
-        otherwise, with ``eps`` the float64 machine epsilon.
+        otherwise, with ``eps`` the machine epsilon of what ``fn`` returns (float32's for a
+        float32 tensor or array, float64's for Python numbers and float64 results), so that
+        rounding in ``fn``'s output does not swamp the differences. A step so small that
+        ``x + h == x`` for an input element ``x``, or below that epsilon, is a ``ValueError``
+        naming the argument.
     :param vectorized: ``fn`` takes a batch: every tensor argument gets a leading batch dimension
         and ``fn`` returns one; the backward pass then makes a single call for all perturbations.
     :param num_directions: directions averaged by ``"spsa"`` (default 8).
@@ -66,7 +73,7 @@ def black_box(
         >>> torch.allclose(x.grad, torch.cos(x.detach()))
         True
     """
-    if method not in _RELATIVE_STEP:
+    if method not in _STEP_POWER:
         raise ValueError(
             f"black_box: method must be 'forward', 'central' or 'spsa', got {method!r}"
         )
@@ -94,15 +101,17 @@ def black_box(
     spec = _Spec(
         fn=fn,
         method=method,
-        step=_RELATIVE_STEP[method] if step is None else float(step),
+        step=None if step is None else float(step),
         vectorized=vectorized,
         num_directions=num_directions or _DEFAULT_DIRECTIONS,
         names=_positional_names(fn),
     )
 
+    warned: list[bool] = []  # the float32 warning, given once per wrapped function
+
     @functools.wraps(fn)
     def wrapped(*args: Any, **kwargs: Any) -> torch.Tensor:
-        _check_arguments(spec, args, kwargs)
+        _check_arguments(spec, args, kwargs, warned)
         return _BlackBox.apply(spec, kwargs, *args)
 
     return wrapped
@@ -112,7 +121,7 @@ def black_box(
 class _Spec:
     fn: Callable[..., Any]
     method: str
-    step: float
+    step: float | None  # None: chosen from the precision of fn's output
     vectorized: bool
     num_directions: int
     names: tuple[str, ...]
@@ -124,7 +133,28 @@ class _Spec:
         )
 
     def call(self, args: Sequence[Any], kwargs: dict[str, Any], device: Any) -> torch.Tensor:
-        return torch.as_tensor(self.fn(*args, **kwargs), dtype=torch.float64, device=device)
+        return self.call_with_eps(args, kwargs, device)[0]
+
+    def call_with_eps(
+        self, args: Sequence[Any], kwargs: dict[str, Any], device: Any
+    ) -> tuple[torch.Tensor, float]:
+        """fn's output as a float64 tensor, and the machine epsilon of the output as given."""
+        out = self.fn(*args, **kwargs)
+        return torch.as_tensor(out, dtype=torch.float64, device=device), _eps_of(out)
+
+    def relative_step(self, eps: float) -> float:
+        return self.step if self.step is not None else eps ** _STEP_POWER[self.method]
+
+
+def _eps_of(out: Any) -> float:
+    """The machine epsilon of ``out``'s floating dtype (a tensor's or a NumPy array's);
+    float64's for Python numbers and anything else."""
+    dtype = getattr(out, "dtype", None)
+    if isinstance(dtype, torch.dtype):
+        return torch.finfo(dtype).eps if dtype.is_floating_point else _EPS
+    if getattr(dtype, "kind", None) == "f" and getattr(dtype, "itemsize", None) in _NUMPY_FLOAT:
+        return torch.finfo(_NUMPY_FLOAT[dtype.itemsize]).eps
+    return _EPS
 
 
 def _positional_names(fn: Callable[..., Any]) -> tuple[str, ...]:
@@ -136,7 +166,9 @@ def _positional_names(fn: Callable[..., Any]) -> tuple[str, ...]:
     return tuple(p.name for p in itertools.takewhile(lambda p: p.kind in positional, parameters))
 
 
-def _check_arguments(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def _check_arguments(
+    spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any], warned: list[bool]
+) -> None:
     for name, value in kwargs.items():
         if torch.is_tensor(value) and value.requires_grad:
             raise ValueError(
@@ -153,10 +185,11 @@ def _check_arguments(spec: _Spec, args: tuple[Any, ...], kwargs: dict[str, Any])
                 "only real floating tensors can be differentiated"
             )
     low = [i for i in differentiated if args[i].dtype != torch.float64]
-    if low:
+    if low and not warned:
+        warned.append(True)
         warnings.warn(
             f"black_box: {spec.describe(low)} has dtype {args[low[0]].dtype}; finite-difference "
-            "gradients are computed in float64 and cast back",
+            "gradients are computed in float64 and cast back (said once per black box)",
             UserWarning,
             stacklevel=3,
         )
@@ -174,17 +207,45 @@ def _output_dtype(args: Sequence[Any]) -> torch.dtype:
     return functools.reduce(torch.promote_types, dtypes) if dtypes else torch.get_default_dtype()
 
 
-def _value(spec: _Spec, args: Sequence[Any], kwargs: dict[str, Any], device: Any) -> torch.Tensor:
+def _value(
+    spec: _Spec, args: Sequence[Any], kwargs: dict[str, Any], device: Any
+) -> tuple[torch.Tensor, float]:
+    """fn at ``args`` (as a float64 tensor) and the machine epsilon of what it returned."""
     if not spec.vectorized:
-        return spec.call(args, kwargs, device)
+        return spec.call_with_eps(args, kwargs, device)
     batch = [a.unsqueeze(0) if torch.is_tensor(a) else a for a in args]
-    out = spec.call(batch, kwargs, device)
+    out, eps = spec.call_with_eps(batch, kwargs, device)
     if out.dim() == 0 or out.shape[0] != 1:
         raise ValueError(
             "black_box: with vectorized=True, fn must return a leading batch dimension; "
             f"for a batch of 1 it returned shape {tuple(out.shape)}"
         )
-    return out[0]
+    return out[0], eps
+
+
+def _check_step(spec: _Spec, args: Sequence[Any], wanted: list[int], step: float, eps: float):
+    """Raise ``ValueError`` naming the argument if ``step`` vanishes: below the resolution of
+    fn's output, or so small against an element ``x`` that ``x + h == x`` in float64."""
+    if not wanted:
+        return
+    # h = step * max(1, |x|) exceeds half an ulp of any finite x once step > eps (float64's):
+    # only smaller steps need the elementwise check.
+    for i in wanted if step <= _EPS else ():
+        x = _detach64(args[i]).reshape(-1)
+        h = step * x.abs().clamp(min=1.0)
+        vanished = ((x + h) == x) | ((x - h) == x)
+        if bool(vanished.any()):
+            j = int(vanished.nonzero()[0])
+            raise ValueError(
+                f"black_box: step {step:.3g} vanishes against {spec.describe([i])}: at element "
+                f"{j}, x = {x[j].item():.6g} and x + h == x in float64; pass a larger step"
+            )
+    if step < eps:
+        raise ValueError(
+            f"black_box: step {step:.3g} is below the resolution {eps:.3g} of fn's output, so "
+            f"the differences for {spec.describe(wanted)} would be rounding noise; pass a "
+            "larger step (or none: the default follows the output's precision)"
+        )
 
 
 class _BlackBox(torch.autograd.Function):
@@ -192,7 +253,13 @@ class _BlackBox(torch.autograd.Function):
     def forward(ctx: Any, spec: _Spec, kwargs: dict[str, Any], *args: Any) -> torch.Tensor:
         device = next((a.device for a in args if torch.is_tensor(a)), None)
         # clone: fn may return a view of its inputs, and our output must not alias them
-        f0 = _value(spec, [_detach64(a) for a in args], kwargs, device).clone()
+        f0, eps = _value(spec, [_detach64(a) for a in args], kwargs, device)
+        f0 = f0.clone()
+        ctx.step = spec.relative_step(eps)
+        wanted = [
+            i for i, a in enumerate(args) if torch.is_tensor(a) and ctx.needs_input_grad[2 + i]
+        ]
+        _check_step(spec, args, wanted, ctx.step, eps)
         ctx.spec, ctx.kwargs = spec, kwargs
         ctx.positions = [i for i, a in enumerate(args) if torch.is_tensor(a)]
         ctx.args = list(args)
@@ -210,7 +277,7 @@ class _BlackBox(torch.autograd.Function):
             args[i] = _detach64(tensor)
         wanted = [i for i in ctx.positions if ctx.needs_input_grad[2 + i]]
         grad = grad_output.to(torch.float64).reshape(-1)
-        flat = _Differences(ctx.spec, args, ctx.kwargs, wanted, f0, grad).vjp()
+        flat = _Differences(ctx.spec, ctx.step, args, ctx.kwargs, wanted, f0, grad).vjp()
         dtypes = {i: t.dtype for i, t in zip(ctx.positions, tensors, strict=True)}
         grads: list[torch.Tensor | None] = [None] * len(args)
         for i, piece in zip(wanted, flat.split([args[i].numel() for i in wanted]), strict=True):
@@ -229,18 +296,20 @@ class _Differences:
     def __init__(
         self,
         spec: _Spec,
+        step: float,
         args: list[Any],
         kwargs: dict[str, Any],
         positions: list[int],
         f0: torch.Tensor,
         grad: torch.Tensor,
     ) -> None:
-        self.spec, self.args, self.kwargs, self.positions = spec, args, kwargs, positions
+        self.spec, self.step = spec, step
+        self.args, self.kwargs, self.positions = args, kwargs, positions
         self.f0, self.grad = f0, grad
         self.sizes = [args[i].numel() for i in positions]
         self.ends = list(itertools.accumulate(self.sizes))
         self.x = torch.cat([args[i].reshape(-1) for i in positions])
-        h = spec.step * self.x.abs().clamp(min=1.0)
+        h = step * self.x.abs().clamp(min=1.0)
         self.h = (self.x + h) - self.x  # the step actually taken after rounding
         self.directions = None
         if spec.method == "spsa":
@@ -320,6 +389,6 @@ class _Differences:
     def _non_finite(self, k: int) -> ValueError:
         return ValueError(
             f"black_box: fn returned non-finite values when {self._culprits(k)} was perturbed "
-            f"with relative step {self.spec.step:.3g}; try a smaller `step`, or "
+            f"with relative step {self.step:.3g}; try a smaller `step`, or "
             "method='forward' for one-sided differences that stay on one side of a boundary"
         )

@@ -2,7 +2,8 @@
 
 ``save_checkpoint`` writes the current ParamStore (unconstrained values and constraints), the
 optimizer's and scheduler's state, the random number generators of torch, ``random`` and NumPy,
-and any ``extra`` object you pass. ``load_checkpoint`` puts all of it back, so that N steps,
+and any ``extra`` object you pass (in a data-parallel run, every rank's RNG states: rank 0
+writes, every rank resumes). ``load_checkpoint`` puts all of it back, so that N steps,
 a save, a load (in a fresh process too) and M more steps give bit for bit the parameters of
 N + M steps.
 
@@ -15,7 +16,12 @@ registered with ``pyro.module`` before loading trains on with the loaded values.
 process, pass ``modules={"name": net}`` (the names given to ``pyro.module``): the module's own
 parameters take the loaded values and become the store's tensors.
 
-Checkpoints are pickles: load only files you trust.
+Loading runs no code from the file: the contents are read as weights only (tensors, numbers,
+strings, containers, NumPy arrays and torch constraints), and a file holding any other object
+raises ``ValueError`` before anything changes. The SHA-256 only detects damage: whoever writes a
+file computes it. So ``extra`` may hold only what such a load can read back, checked when saving.
+``load_checkpoint(..., trusted=True)`` unpickles anything, running whatever code the file names:
+pass it only for a file you wrote yourself (one holding a custom constraint class, say).
 
 Example::
 
@@ -42,13 +48,19 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch.distributions import constraints
 
-from .atomic import atomic_write
+from .atomic import atomic_write, check_loadable, checked_path, safe_load
+from .optim.distributed import DistributedOptimizer
 from .optim.lr_scheduler import PyroLRScheduler
-from .optim.optim import PyroOptim
-from .params import ParamStore, _transform_for, get_param_store, module_param_name
-from .util import get_rng_state, set_rng_state
+from .optim.optim import PyroOptim, check_optim_state
+from .params import (
+    ParamStore,
+    _transform_for,
+    canonical_constraint,
+    get_param_store,
+    module_param_name,
+)
+from .util import check_rng_state, get_rng_state, set_rng_state
 
 _MAGIC = b"MINIPROB-CHECKPOINT\n"
 _HEADER = struct.Struct(">Q32s")  # payload length, SHA-256 of the payload
@@ -65,9 +77,19 @@ def save_checkpoint(
     ``extra`` to ``path``, atomically.
 
     ``scheduler`` is a ``miniprob.optim`` scheduler (which is also the optimizer given to
-    ``SVI``); its optimizers' state is saved with its schedulers' own state.
+    ``SVI``); its optimizers' state is saved with its schedulers' own state. ``extra`` may hold
+    tensors, numbers, strings, None, NumPy arrays and lists, tuples, sets and dicts of them
+    (what a weights-only load reads back); anything else raises ``ValueError`` and nothing is
+    written.
+
+    With a :class:`~miniprob.optim.DistributedOptimizer` as ``optim`` the save is collective:
+    every rank calls it, rank 0 writes the file (with every rank's RNG state) and every rank
+    returns once it is written.
     """
+    path = checked_path(path, "save_checkpoint")
     _check_types("save_checkpoint", optim, scheduler)
+    if extra is not None:
+        check_loadable(extra, "save_checkpoint: extra=")
     state = {
         "version": _VERSION,
         "params": get_param_store().get_state(),
@@ -78,11 +100,17 @@ def save_checkpoint(
         "rng": get_rng_state(),
         "extra": extra,
     }
+    if isinstance(optim, DistributedOptimizer):
+        optim._save_checkpoint(state, lambda state: atomic_write(path, _encode(state)))
+    else:
+        atomic_write(path, _encode(state))
+
+
+def _encode(state: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
-    header = _MAGIC + _HEADER.pack(len(payload), hashlib.sha256(payload).digest())
-    atomic_write(path, header + payload)
+    return _MAGIC + _HEADER.pack(len(payload), hashlib.sha256(payload).digest()) + payload
 
 
 def _check_types(where: str, optim: Any, scheduler: Any) -> None:
@@ -98,6 +126,7 @@ def load_checkpoint(
     scheduler: PyroLRScheduler | None = None,
     modules: Mapping[str, torch.nn.Module] | None = None,
     map_location: Any = None,
+    trusted: bool = False,
 ) -> Any:
     """Restore what :func:`save_checkpoint` wrote to ``path``; returns its ``extra``.
 
@@ -105,31 +134,48 @@ def load_checkpoint(
     removed); a parameter the store already holds with the same shape is updated in place, as
     are the parameters of ``modules`` (``{name given to pyro.module: module}``). ``optim`` and
     ``scheduler`` get their saved state; the RNGs are restored. Everything is checked before
-    anything changes: a file that cannot be loaded raises ``ValueError`` and changes nothing.
+    anything changes (the parameters, the optimizer and scheduler state against the parameters'
+    shapes, the RNG states): a file that cannot be loaded raises ``ValueError`` naming the part
+    and changes nothing. The file is read as weights only and runs no code (see the module
+    docstring); ``trusted=True`` unpickles anything and runs what the file names: only for a
+    file you wrote.
+
+    With a :class:`~miniprob.optim.DistributedOptimizer` as ``optim``, each rank gets back the
+    RNG state it saved (the world size must be the one that saved it); without one, the RNGs
+    get rank 0's.
     """
     _check_types("load_checkpoint", optim, scheduler)
     path = os.fspath(path)
-    state = _read(path, map_location)
+    state = _read(path, map_location, trusted)
     store = get_param_store()
     targets = _in_place_targets(path, state["params"], store, modules or {})
     if optim is not None and state["optim"] is None:
         raise ValueError(f"checkpoint {path!r} holds no optimizer state (saved without optim=)")
     if scheduler is not None and state["scheduler"] is None:
         raise ValueError(f"checkpoint {path!r} holds no scheduler state (saved without scheduler=)")
+    _check_parts(path, state)
+    if isinstance(optim, DistributedOptimizer):
+        rng = optim._rng_state(state, path)
+        try:
+            check_rng_state(rng)
+        except ValueError as e:
+            raise ValueError(f"checkpoint {path!r}: this rank's {e}") from None
+    else:
+        rng = state["rng"]
     _restore_params(store, state["params"], targets)
     if optim is not None:
         optim.set_state(state["optim"])
     if scheduler is not None:
         scheduler.set_state(state["scheduler"]["optim"])
         scheduler.set_scheduler_state(state["scheduler"]["schedulers"])
-    set_rng_state(state["rng"])
+    set_rng_state(rng)
     return state["extra"]
 
 
 # ---- the file --------------------------------------------------------------------------------
 
 
-def _read(path: str, map_location: Any) -> dict:
+def _read(path: str, map_location: Any, trusted: bool) -> dict:
     """The checked contents of a checkpoint file, or ``ValueError`` saying what is wrong."""
     try:
         with open(path, "rb") as f:
@@ -153,7 +199,9 @@ def _read(path: str, map_location: Any) -> dict:
     if hashlib.sha256(payload).digest() != digest:
         raise ValueError(f"checkpoint {path!r} is corrupted: its SHA-256 checksum does not match")
     try:
-        state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
+        state = safe_load(io.BytesIO(payload), f"checkpoint {path!r}", map_location, trusted)
+    except ValueError:
+        raise
     except Exception as e:
         raise ValueError(f"checkpoint {path!r} cannot be unpickled: {e}") from e
     _check_structure(path, state)
@@ -188,6 +236,29 @@ def _check_structure(path: str, state: Any) -> None:
         raise bad("'rng' holds no torch RNG state")
 
 
+def _check_parts(path: str, state: dict) -> None:
+    """Check the optimizer, scheduler and RNG parts against each other and the saved
+    parameters, so that restoring them cannot fail halfway."""
+    shapes = {name: tuple(v.shape) for name, v in state["params"]["params"].items()}
+    try:
+        if state["optim"] is not None:
+            check_optim_state(state["optim"], shapes, "'optim'")
+        if state["scheduler"] is not None:
+            sched = state["scheduler"]
+            if not isinstance(sched, dict) or set(sched) != {"optim", "schedulers"}:
+                raise ValueError("'scheduler': expected a dict with 'optim' and 'schedulers'")
+            check_optim_state(sched["optim"], shapes, "'scheduler'")
+            inner = sched["schedulers"]
+            if not isinstance(inner, dict) or not {"epoch", "joined", "schedulers"} <= set(inner):
+                raise ValueError(
+                    "'scheduler': its schedulers' state is not a dict with 'epoch', 'joined' "
+                    "and 'schedulers'"
+                )
+        check_rng_state(state["rng"])
+    except ValueError as e:
+        raise ValueError(f"checkpoint {path!r}: {e}") from None
+
+
 # ---- restoring -------------------------------------------------------------------------------
 
 
@@ -216,34 +287,10 @@ def _in_place_targets(
     return targets
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return (
-            isinstance(a, torch.Tensor)
-            and isinstance(b, torch.Tensor)
-            and a.shape == b.shape
-            and bool(torch.equal(a, b))
-        )
-    return type(a) is type(b) and a == b
-
-
-def _canonical(constraint: constraints.Constraint) -> constraints.Constraint:
-    """torch's own instance (``constraints.positive``, ...) for an unpickled copy of one, so
-    that ``is`` comparisons keep working after a load (bounds may be tensors)."""
-    attrs = vars(constraint)
-    for candidate in vars(constraints).values():
-        if type(candidate) is not type(constraint):
-            continue
-        theirs = vars(candidate)
-        if theirs.keys() == attrs.keys() and all(_same(theirs[k], attrs[k]) for k in attrs):
-            return candidate
-    return constraint
-
-
 def _restore_params(store: ParamStore, params_state: dict, targets: dict) -> None:
     saved = params_state["params"]
     # Constraints and transforms first: what can fail does so before the store changes.
-    constraints_ = {n: _canonical(params_state["constraints"][n]) for n in saved}
+    constraints_ = {n: canonical_constraint(params_state["constraints"][n]) for n in saved}
     transforms = {n: _transform_for(n, c) for n, c in constraints_.items()}
     store.clear()
     with torch.no_grad():

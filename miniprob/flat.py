@@ -33,6 +33,7 @@ from torch.distributions.constraint_registry import transform_to
 
 from .params import MODULE_SEPARATOR, ParamStore, get_param_store
 from .poutine.handlers import substitute
+from .validation import check_names
 
 __all__ = ["FlatView", "ParamVector", "ravel"]
 
@@ -105,8 +106,9 @@ def ravel(
 class FlatView:
     """An ``nn.Module``'s parameters as one flat leaf, and the module run with a vector.
 
-    ``view(*args, vector=None, **kwargs)`` runs the module (``torch.func.functional_call``) with
-    its parameters read from ``vector`` (default: ``self.vector``); for a batch of vectors, use
+    ``flat(*args, vector=None, **kwargs)`` (or ``flat.view(...)``) runs the module
+    (``torch.func.functional_call``) with its parameters read from ``vector`` (default:
+    ``self.vector``), as calling the module itself would; for a batch of vectors, use
     ``torch.vmap(lambda v: flat.view(x, vector=v))(vectors)``. ``write_back()`` copies
     ``self.vector`` into the module's parameters. Buffers are the module's own.
 
@@ -118,7 +120,7 @@ class FlatView:
         >>> net = torch.nn.Linear(3, 1)
         >>> flat = FlatView(net)
         >>> x = torch.randn(5, 3)
-        >>> torch.allclose(flat.view(x), net(x)), flat.vector.shape
+        >>> torch.allclose(flat(x), net(x)), flat.vector.shape
         (True, torch.Size([4]))
         >>> grad, = torch.autograd.grad(flat.view(x).sum(), flat.vector)
         >>> grad.shape
@@ -138,6 +140,8 @@ class FlatView:
         """The module's output with its parameters taken from ``vector``."""
         v = self.vector if vector is None else vector
         return torch.func.functional_call(self.module, self.unravel(v), args, kwargs)
+
+    __call__ = view
 
     def write_back(self) -> None:
         """Copy ``self.vector`` into the module's parameters (in place, without grad)."""
@@ -180,6 +184,7 @@ class ParamVector:
         if names is None:
             self.names = [n for n in self.store.keys() if MODULE_SEPARATOR not in n]
         else:
+            check_names(names, "ParamVector: names")
             self.names = list(names)
             modules = [n for n in self.names if MODULE_SEPARATOR in n]
             if modules:

@@ -31,7 +31,7 @@ import torch
 from torch.distributions import constraints
 from torch.distributions.transforms import identity_transform
 
-from .atomic import atomic_save
+from .atomic import atomic_save, safe_load
 from .unconstrain import constraint_transform, unconstrain
 
 MODULE_SEPARATOR = "$$$"
@@ -44,6 +44,29 @@ def _transform_for(name: str, constraint: constraints.Constraint):
             f"got {constraint!r}"
         )
     return constraint_transform(f"param '{name}'", constraint)
+
+
+class _LeafHandle(weakref.ref):
+    """The ``.unconstrained`` handle of a leaf that is its own value (a real parameter).
+
+    It lives in the leaf's ``__dict__``, which pickling and ``copy.deepcopy`` of a module copy
+    with the leaf: a plain weakref cannot be pickled, so this one is copied as a dead handle
+    (the copy is no store's leaf until a ``param`` statement registers it, which gives it a live
+    one).
+    """
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple:
+        return _dead_handle, ()
+
+
+class _Gone:
+    pass
+
+
+def _dead_handle() -> _LeafHandle:
+    return _LeafHandle(_Gone())
 
 
 def _state_leaf(name: str, value: Any, transform: Any) -> torch.Tensor:
@@ -64,6 +87,37 @@ def _state_leaf(name: str, value: Any, transform: Any) -> torch.Tensor:
                 f"its constraint's transform {transform}: {e}"
             ) from e
     return leaf
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.shape == b.shape
+            and bool(torch.equal(a, b))
+        )
+    return type(a) is type(b) and a == b
+
+
+def canonical_constraint(constraint: constraints.Constraint) -> constraints.Constraint:
+    """torch's own instance (``constraints.positive``, ...) for an unpickled copy of one, so
+    that ``is`` comparisons keep working after a load (bounds may be tensors).
+
+    Example::
+
+        >>> import copy
+        >>> canonical_constraint(copy.deepcopy(constraints.positive)) is constraints.positive
+        True
+    """
+    attrs = vars(constraint)
+    for candidate in vars(constraints).values():
+        if type(candidate) is not type(constraint):
+            continue
+        theirs = vars(candidate)
+        if theirs.keys() == attrs.keys() and all(_same(theirs[k], attrs[k]) for k in attrs):
+            return candidate
+    return constraint
 
 
 class ParamStore:
@@ -141,6 +195,10 @@ class ParamStore:
 
     def _register(self, name: str, leaf: torch.Tensor, constraint: Any, transform: Any) -> None:
         leaf.requires_grad_(True)
+        if name not in self._params:
+            created = _CREATED.get()
+            if created is not None:
+                created.append((self, name, leaf))
         self._params[name] = leaf
         self._constraints[name] = constraint
         self._transforms[name] = transform
@@ -148,7 +206,7 @@ class ParamStore:
         with torch.no_grad():
             if transform(leaf) is leaf:
                 # Reading returns the leaf itself: give it the same ``.unconstrained()`` handle.
-                leaf.unconstrained = weakref.ref(leaf)
+                leaf.unconstrained = _LeafHandle(leaf)
 
     def __setitem__(self, name: str, value: torch.Tensor) -> None:
         """Set ``name`` to a constrained value, keeping its constraint (real if new)."""
@@ -303,11 +361,26 @@ class ParamStore:
         """Write the state to ``path`` atomically (a crash mid-save leaves the old file intact)."""
         atomic_save(self.get_state(), path)
 
-    def load(self, path: str | os.PathLike, map_location: Any = None) -> None:
-        """Merge the state saved at ``path`` into the store (see :meth:`set_state`)."""
-        state = torch.load(path, map_location=map_location, weights_only=False)
+    def load(
+        self, path: str | os.PathLike, map_location: Any = None, trusted: bool = False
+    ) -> None:
+        """Merge the state saved at ``path`` into the store (see :meth:`set_state`).
+
+        The file is read as weights only: tensors and torch constraints load, and a file
+        holding any other object raises ``ValueError`` and runs nothing (see
+        :mod:`miniprob.atomic`). ``trusted=True`` unpickles anything, running whatever code the
+        file names: pass it only for a file you wrote (one with a custom constraint class).
+        """
+        state = safe_load(
+            path, f"param store file {os.fspath(path)!r}", map_location, trusted=trusted
+        )
         if not isinstance(state, dict) or "params" not in state or "constraints" not in state:
             raise ValueError(f"{os.fspath(path)!r} does not hold a miniprob ParamStore state")
+        if isinstance(state["constraints"], dict):
+            state["constraints"] = {
+                k: canonical_constraint(c) if isinstance(c, constraints.Constraint) else c
+                for k, c in state["constraints"].items()
+            }
         self.set_state(state)
 
     @contextmanager
@@ -323,6 +396,12 @@ class ParamStore:
 
 _GLOBAL = ParamStore()
 _CURRENT: ContextVar[ParamStore] = ContextVar("miniprob_param_store", default=_GLOBAL)
+# While set (by ``SVI.step``), a list of the ``(store, name, leaf)`` each ``param`` statement of
+# this thread or task creates: what a failed step removes again, and nothing another thread
+# added to a shared store meanwhile.
+_CREATED: ContextVar[list[tuple[ParamStore, str, torch.Tensor]] | None] = ContextVar(
+    "miniprob_params_created", default=None
+)
 
 
 def get_param_store() -> ParamStore:

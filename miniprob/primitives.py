@@ -25,6 +25,7 @@ from torch.distributions import Distribution, constraints
 from .distributions.delta import Delta
 from .distributions.unit import Unit
 from .params import _CURRENT, module_param_name
+from .poutine.handlers import mask
 from .runtime import _STACK, apply_stack, new_message
 from .validation import _ENABLED, as_observation, check_observed
 
@@ -50,8 +51,11 @@ def sample(
 ) -> torch.Tensor:
     """A random variable ``name`` drawn from ``fn`` (or observed at ``obs``).
 
-    ``sample_shape=`` (keyword) draws several values at once. Pyro's ``obs_mask`` (a site
-    partly observed) is not supported: it raises ``NotImplementedError``.
+    ``sample_shape=`` (keyword) draws several values at once. ``obs_mask`` (a bool tensor
+    broadcastable to the batch shape) observes ``obs`` where it is True and draws the rest: as
+    in Pyro, the site splits into ``name + "_observed"`` and a latent ``name + "_unobserved"``
+    (for guides), each with the other's elements masked out of its log density, and ``name``
+    becomes a deterministic site holding the two interleaved.
 
     Example::
 
@@ -60,12 +64,12 @@ def sample(
         0.5
     """
     if obs_mask is not None:
-        raise NotImplementedError(f"sample site '{name}': obs_mask is not supported")
+        return _masked_observe(name, fn, obs, obs_mask, *args, **kwargs)
     if not isinstance(fn, Distribution):
         fn = _as_distribution(name, fn)
     if obs is not None:
         if not isinstance(obs, torch.Tensor):
-            obs = as_observation(obs)
+            obs = as_observation(obs, name)
         if _ENABLED[0]:
             check_observed(name, fn, obs)
     if not _STACK.get():
@@ -74,10 +78,37 @@ def sample(
         if fn.has_rsample:
             return fn.rsample(*args, **kwargs)
         return fn.sample(*args, **kwargs)
-    infer = None if infer is None else dict(infer)
-    msg = new_message("sample", name, fn, args, kwargs, obs, obs is not None, infer)
+    is_observed = obs is not None
+    if infer is not None:
+        infer = dict(infer)
+        # Pyro's override: a reparameterizer passes an initial value as obs, not observed.
+        is_observed = infer.pop("is_observed", is_observed)
+    msg = new_message("sample", name, fn, args, kwargs, obs, is_observed, infer)
     apply_stack(msg)
     return msg["value"]
+
+
+def _masked_observe(
+    name: str, fn: Distribution, obs: Any, obs_mask: torch.Tensor, *args: Any, **kwargs: Any
+) -> torch.Tensor:
+    with mask(mask=obs_mask):
+        observed = sample(f"{name}_observed", fn, *args, obs=obs, **kwargs)
+    with mask(mask=~obs_mask):
+        unobserved = sample(f"{name}_unobserved", fn, *args, **kwargs)
+    event_dim = len(fn.event_shape)
+    batch_mask = obs_mask.reshape(obs_mask.shape + (1,) * event_dim)
+    try:
+        value = torch.where(batch_mask, observed, unobserved)
+    except RuntimeError as e:
+        if "must match the size of tensor" not in str(e):
+            raise
+        shape = torch.broadcast_shapes(observed.shape, unobserved.shape)
+        raise ValueError(
+            f"Invalid obs_mask shape {tuple(obs_mask.shape)}; should be "
+            f"broadcastable to batch_shape = {tuple(shape[: len(shape) - event_dim])} "
+            f"(sample site '{name}')"
+        ) from e
+    return deterministic(name, value, event_dim=event_dim)
 
 
 def param(

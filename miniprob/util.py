@@ -10,14 +10,43 @@ Example::
 
 from __future__ import annotations
 
+import numbers
 import random
 from typing import Any
 
 import torch
 
+# NumPy's legacy seeding takes 0 <= seed < 2**32; torch and Python take more, but a seed is
+# checked against the narrowest range so that no generator is seeded when another would refuse.
+_MAX_SEED = 2**32 - 1
+
+
+def check_rng_seed(rng_seed: Any, where: str = "set_rng_seed") -> int:
+    """``rng_seed`` if it is an int in ``[0, 2**32 - 1]`` (what torch, Python's ``random`` and
+    NumPy all accept), else ``ValueError`` naming the argument.
+
+    Example::
+
+        >>> check_rng_seed(7)
+        7
+    """
+    if isinstance(rng_seed, bool) or not isinstance(rng_seed, numbers.Integral):
+        raise ValueError(f"{where}: 'rng_seed' argument should be an int, got {rng_seed!r}")
+    if not 0 <= rng_seed <= _MAX_SEED:
+        raise ValueError(
+            f"{where}: 'rng_seed' argument should be in [0, 2**32 - 1] (the seeds torch, "
+            f"Python's random and NumPy all accept), got {rng_seed}"
+        )
+    return int(rng_seed)
+
 
 def set_rng_seed(rng_seed: int) -> None:
-    """Seed torch, Python's ``random`` and NumPy (when installed), as Pyro does."""
+    """Seed torch, Python's ``random`` and NumPy (when installed), as Pyro does.
+
+    The seed is checked first (an int in ``[0, 2**32 - 1]``): a bad one raises ``ValueError``
+    and reseeds nothing.
+    """
+    rng_seed = check_rng_seed(rng_seed)
     torch.manual_seed(rng_seed)
     random.seed(rng_seed)
     try:
@@ -40,8 +69,61 @@ def get_rng_state() -> dict[str, Any]:
     return state
 
 
+def check_rng_state(state: Any) -> None:
+    """Raise ``ValueError`` naming the part of ``state`` (from :func:`get_rng_state`) that no
+    generator would accept; tried on scratch generators, so nothing changes.
+
+    Example::
+
+        >>> try:
+        ...     check_rng_state({"torch": torch.zeros(3), "random": None})
+        ... except ValueError as e:
+        ...     print(str(e)[:45])
+        RNG state 'torch': expected a uint8 tensor of
+    """
+    if not isinstance(state, dict) or "torch" not in state or "random" not in state:
+        found = f"the keys {sorted(map(str, state))}" if isinstance(state, dict) else repr(state)
+        raise ValueError(f"RNG state: expected a dict with 'torch' and 'random', got {found}")
+    expected = torch.get_rng_state()
+    value = state["torch"]
+    if not (
+        isinstance(value, torch.Tensor)
+        and value.dtype == expected.dtype
+        and value.shape == expected.shape
+    ):
+        found = (
+            f"a tensor of dtype {value.dtype} and shape {tuple(value.shape)}"
+            if isinstance(value, torch.Tensor)
+            else type(value).__name__
+        )
+        raise ValueError(
+            f"RNG state 'torch': expected a uint8 tensor of {expected.numel()} bytes, got {found}"
+        )
+    try:
+        random.Random().setstate(state["random"])
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ValueError(f"RNG state 'random': Python's random refuses it: {e}") from None
+    if "cuda" in state:
+        cuda = state["cuda"]
+        if not isinstance(cuda, list | tuple) or not all(
+            isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in cuda
+        ):
+            raise ValueError("RNG state 'cuda': expected a list of uint8 tensors")
+    if "numpy" in state:
+        try:
+            import numpy as np
+        except ImportError:
+            return
+        try:
+            np.random.RandomState().set_state(state["numpy"])
+        except (TypeError, ValueError, IndexError) as e:
+            raise ValueError(f"RNG state 'numpy': NumPy refuses it: {e}") from None
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore generator states saved by :func:`get_rng_state`."""
+    """Restore generator states saved by :func:`get_rng_state`; every part is checked first
+    (:func:`check_rng_state`), so a bad one raises ``ValueError`` and changes nothing."""
+    check_rng_state(state)
     torch.set_rng_state(state["torch"].cpu())
     random.setstate(state["random"])
     if "cuda" in state and torch.cuda.is_available():

@@ -19,7 +19,10 @@ Example::
 
 from __future__ import annotations
 
+import functools
+import inspect
 import weakref
+from typing import Any
 
 import torch
 from torch.distributions import constraints
@@ -27,6 +30,7 @@ from torch.distributions import constraints
 from .distributions.delta import Delta
 from .distributions.shape import MaskedDistribution
 from .distributions.unit import Unit
+from .runtime import Messenger
 
 _ENABLED = [True]
 
@@ -41,17 +45,103 @@ def validation_enabled() -> bool:
     return _ENABLED[0]
 
 
-def as_observation(obs: object) -> torch.Tensor:
-    """A Python number, list or array given as an observation, as a tensor (torch's
-    ``log_prob`` methods need one); integers and bools take the default float dtype.
+def check_names(value: Any, what: str) -> None:
+    """Raise ``TypeError`` if ``value``, where a collection of names is expected, is a single
+    string (which would be read as one name per character).
+
+    Example::
+
+        >>> check_names(["a", "b"], "hide")
+        >>> check_names("ab", "block: hide")
+        Traceback (most recent call last):
+        ...
+        TypeError: block: hide must be a list, tuple or set of names, got the string 'ab' (wr...
+    """
+    if isinstance(value, str | bytes):
+        raise TypeError(
+            f"{what} must be a list, tuple or set of names, got the string {value!r} "
+            f"(write [{value!r}])"
+        )
+
+
+def _unwrapped(fn: Any) -> Any:
+    """The function a handler, ``functools.partial`` or bound method runs."""
+    for _ in range(100):  # a bound on the chain, against a handler wrapping itself
+        inner = fn.fn if isinstance(fn, Messenger) else None
+        if inner is None and isinstance(fn, functools.partial):
+            inner = fn.func
+        if inner is None and inspect.ismethod(fn):
+            inner = fn.__func__
+        if inner is None:
+            break
+        fn = inner
+    if not inspect.isroutine(fn) and callable(fn):
+        fn = getattr(type(fn), "forward", None) or type(fn).__call__
+    return fn
+
+
+def check_program(fn: Any, role: str, where: str) -> None:
+    """Raise ``TypeError`` if ``fn`` (a model or guide) is not callable, or is a generator
+    function or an ``async def``: calling one runs none of its statements, so inference would
+    see no site at all and silently return 0.
+
+    Example::
+
+        >>> async def model():
+        ...     pass
+        >>> try:
+        ...     check_program(model, "model", "SVI")
+        ... except TypeError as e:
+        ...     print(str(e)[:67])
+        SVI: the model 'model' is a coroutine function (async def); calling
+    """
+    if not callable(fn):
+        raise TypeError(f"{where}: the {role} must be callable, got {type(fn).__name__}")
+    inner = _unwrapped(fn)
+    kind = None
+    if inspect.isasyncgenfunction(inner):
+        kind = "an async generator function"
+    elif inspect.iscoroutinefunction(inner):
+        kind = "a coroutine function (async def)"
+    elif inspect.isgeneratorfunction(inner):
+        kind = "a generator function (it yields)"
+    if kind is not None:
+        name = getattr(inner, "__qualname__", None) or repr(inner)
+        raise TypeError(
+            f"{where}: the {role} {name!r} is {kind}; calling it runs none of its statements. "
+            "Use a plain def"
+        )
+
+
+def as_observation(obs: object, name: str = "?") -> torch.Tensor:
+    """A Python number, list or array given as an observation at site ``name``, as a tensor
+    (torch's ``log_prob`` methods need one); integers and bools take the default float dtype.
+    Anything else (a string, a ragged list) is a ``TypeError`` naming the site.
 
     Example::
 
         >>> as_observation(1)
         tensor(1.)
     """
-    obs = torch.as_tensor(obs)
-    return obs if obs.is_floating_point() else obs.to(torch.get_default_dtype())
+    if isinstance(obs, str | bytes):
+        converted = None
+    else:
+        try:
+            converted = torch.as_tensor(obs)
+        except (TypeError, ValueError, RuntimeError):
+            converted = None
+    if converted is None or not (converted.is_floating_point() or converted.dtype in _NUMERIC):
+        raise TypeError(
+            f"sample site '{name}': the observed value must be a tensor, a number, or a list or "
+            f"array of numbers, got {type(obs).__name__} {obs!r:.80}"
+        )
+    if converted.is_floating_point():
+        return converted
+    return converted.to(torch.get_default_dtype())
+
+
+# Non-floating dtypes an observation may arrive in (converted to the default float dtype).
+_NUMERIC = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 # Per site name: the last observed tensor checked (weakly: the cache must not keep a data set

@@ -7,6 +7,8 @@ the parameters after every step.
 
 import copy
 import pickle
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -182,6 +184,19 @@ def test_nested_constrained_params_follow_pyro():
     assert_same_fit(expected, actual, exact=True)
 
 
+def test_a_frozen_sub_module_stays_frozen_as_in_pyro():
+    def frozen(lib):
+        model, guide = nested_guide(lib)
+        guide.inner.requires_grad_(False)
+        return model, guide
+
+    data = torch.tensor([2.1, 2.4, 1.9, 2.2])
+    expected = fit(pyro, frozen, 5, data)
+    actual = fit(miniprob, frozen, 5, data)
+    assert_same_fit(expected, actual, exact=True)
+    assert torch.equal(actual[2][-1]["guide.inner.scale"], actual[0]["guide.inner.scale"])
+
+
 def test_store_and_module_share_leaves():
     _, guide = nested_guide(miniprob)
     guide(torch.zeros(1))
@@ -326,6 +341,30 @@ def test_deepcopy_and_pickle_keep_values_and_training_goes_on():
     before = m.scale.item()
     svi.step(x)  # the live module still trains after being pickled
     assert m.scale.item() != before
+    miniprob.clear_param_store()
+    loaded(x)  # the copy registers its own leaves
+    store = miniprob.get_param_store()
+    assert store.unconstrained("linear.weight") is loaded.linear._parameters["weight"]
+    assert miniprob.param("linear.weight").unconstrained() is loaded.linear._parameters["weight"]
+
+
+class NamedLinear(PyroModule[nn.Linear]):
+    pass
+
+
+def test_mixins_and_their_named_subclasses_pickle_as_themselves():
+    for module in (PyroModule[nn.Linear](2, 1), NamedLinear(2, 1)):
+        module.s = PyroParam(torch.tensor(2.0), constraint=constraints.positive)
+        loaded = pickle.loads(pickle.dumps(module))
+        assert type(loaded) is type(module)
+        assert torch.equal(loaded.weight, module.weight) and loaded.s.item() == 2.0
+
+
+def test_a_module_registered_with_module_pickles():
+    net = miniprob.module("net", nn.Linear(2, 1))
+    copy_ = pickle.loads(pickle.dumps(net))
+    assert torch.equal(copy_.weight, net.weight)
+    assert miniprob.param("net$$$weight").unconstrained() is net.weight
 
 
 def test_to_pyro_module_and_module_list():
@@ -407,3 +446,237 @@ def test_pyro_param_init_with_a_nonfinite_inverse_is_refused(init, constraint, f
     with pytest.raises(ValueError, match=rf"PyroParam 'scale'.*{found}"):
         m.scale = PyroParam(init, constraint=constraint)
     assert torch.equal(m.scale.detach(), before)  # nothing changed
+
+
+# ---- PyroParam event_dim in a subsampled plate; decorators ----------------------------------
+def local_guide(lib):
+    dist, pnn = lib.distributions, lib.nn
+
+    class Guide(pnn.PyroModule):
+        def __init__(self):
+            super().__init__()
+            self.locs = pnn.PyroParam(torch.linspace(-1.0, 1.0, 6), event_dim=0)
+            self.scales = pnn.PyroParam(
+                torch.full((6,), 0.5), constraint=constraints.positive, event_dim=0
+            )
+
+        def forward(self, data):
+            with lib.plate("data", 6, subsample_size=3):
+                lib.sample("z", dist.Normal(self.locs, self.scales))
+
+    def model(data):
+        with lib.plate("data", 6, subsample_size=3) as idx:
+            z = lib.sample("z", dist.Normal(0.0, 1.0))
+            lib.sample("obs", dist.Normal(z, 1.0), obs=data[idx])
+
+    return model, Guide()
+
+
+def test_pyro_params_are_subsampled_by_event_dim_as_in_pyro():
+    data = torch.tensor([0.5, -0.3, 1.2, 0.0, 2.0, -1.0])
+    expected = fit(pyro, local_guide, 20, data)
+    actual = fit(miniprob, local_guide, 20, data)
+    assert_same_fit(expected, actual, exact=True)
+
+
+def decorated(lib):
+    dist, pnn = lib.distributions, lib.nn
+
+    class Decorated(pnn.PyroModule):
+        @pnn.PyroParam(constraint=constraints.positive, event_dim=1)
+        def scale(self):
+            return torch.full((2,), 0.5)
+
+        @pnn.PyroParam
+        def loc(self):
+            return torch.randn(2)
+
+        @pnn.PyroSample
+        def x(self):
+            return dist.Normal(self.loc, self.scale).to_event(1)
+
+        @pnn.PyroSample
+        def y(self):
+            return self.x.sum()
+
+        def forward(self):
+            return self.y
+
+    return Decorated()
+
+
+def test_decorators_match_pyro_and_pickle():
+    traces = {}
+    for name, lib in LIBS.items():
+        lib.set_rng_seed(1)
+        module = decorated(lib)
+        traces[name] = lib.poutine.trace(module).get_trace()
+    tp, tm = traces["pyro"], traces["miniprob"]
+    assert list(tm.nodes) == list(tp.nodes)
+    for name in ("loc", "scale", "x", "y"):
+        assert torch.equal(tm.nodes[name]["value"], tp.nodes[name]["value"]), name
+
+
+class Decorated(PyroModule):
+    @PyroParam(constraint=constraints.positive)
+    def scale(self):
+        return torch.full((2,), 0.5)
+
+    @PyroSample
+    def x(self):
+        return miniprob.distributions.Normal(0.0, self.scale).to_event(1)
+
+    def forward(self):
+        return self.x
+
+
+def test_decorated_modules_pickle():
+    module = Decorated()
+    module()
+    loaded = pickle.loads(pickle.dumps(module))
+    assert torch.equal(loaded.scale, module.scale)
+    with miniprob.poutine.trace() as tr:
+        assert loaded().shape == (2,)
+    assert list(tr.trace.nodes) == ["scale", "x"]
+
+
+def test_readme_example_runs_and_names_sites_by_path():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Bayesian modules")[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace = {
+        "PyroModule": PyroModule,
+        "PyroParam": PyroParam,
+        "PyroSample": PyroSample,
+        "nn": nn,
+        "torch": torch,
+        "pyro": miniprob,
+        "dist": miniprob.distributions,
+        "constraints": constraints,
+    }
+    exec(compile(code, "README.md", "exec"), namespace)
+    trace = miniprob.poutine.trace(namespace["BayesianRegression"]()).get_trace(
+        torch.randn(5, 3), torch.randn(5)
+    )
+    assert [n for n in trace.nodes if not n.startswith("_")] == [
+        "linear.weight",
+        "linear.bias",
+        "data",
+        "sigma",
+        "obs",
+    ]
+    assert sorted(miniprob.get_param_store().keys()) == ["linear.bias", "sigma"]
+
+
+class Tree(PyroModule):
+    def __init__(self):
+        super().__init__()
+        self.linear = PyroModule[nn.Linear](2, 1)
+        self.linear2 = PyroModule[nn.Linear](2, 1)
+        self.plain = nn.Linear(2, 1)
+        self.s = PyroParam(torch.tensor(1.0), constraint=constraints.positive)
+
+    def forward(self, x):
+        return self.linear(x) + self.linear2(x) + self.plain(x) * self.s
+
+
+def test_deleting_attributes_removes_them_from_the_store():
+    tree = Tree()
+    tree(torch.ones(1, 2))
+    store = miniprob.get_param_store()
+    assert sorted(store.keys()) == [
+        "linear.bias",
+        "linear.weight",
+        "linear2.bias",
+        "linear2.weight",
+        "plain$$$bias",
+        "plain$$$weight",
+        "s",
+    ]
+    del tree.linear, tree.s, tree.plain
+    assert sorted(store.keys()) == ["linear2.bias", "linear2.weight"]
+    assert "s_unconstrained" not in dict(tree.named_parameters())
+    assert not hasattr(tree, "s")
+
+
+def converted_mlp(lib):
+    dist, pnn = lib.distributions, lib.nn
+    net = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 1))
+    pnn.module.to_pyro_module_(net)  # (not in pyro.nn itself)
+    net[2].weight = pnn.PyroSample(dist.Normal(0.0, 1.0).expand([1, 4]).to_event(2))
+
+    def model(x, y):
+        mean = net(x).squeeze(-1)
+        with lib.plate("data", len(x)):
+            lib.sample("obs", dist.Normal(mean, 0.5), obs=y)
+
+    def guide(x, y):
+        loc = lib.param("w_loc", torch.zeros(1, 4))
+        scale = lib.param("w_scale", torch.full((1, 4), 0.3), constraint=constraints.positive)
+        lib.sample("2.weight", dist.Normal(loc, scale).to_event(2))
+
+    return model, guide
+
+
+def test_a_converted_third_party_module_trains_as_in_pyro():
+    expected = fit(pyro, converted_mlp, 20, X, Y)
+    actual = fit(miniprob, converted_mlp, 20, X, Y)
+    assert_same_fit(expected, actual, exact=True)
+    assert set(actual[2][-1]) == {"w_loc", "w_scale", "0.weight", "0.bias", "2.bias"}
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_jit_elbo_on_a_pyro_module_guide_gives_trace_elbo_numbers():
+    data = torch.tensor([2.1, 2.4, 1.9, 2.2])
+    runs = {}
+    for loss in (miniprob.infer.Trace_ELBO, miniprob.infer.JitTrace_ELBO):
+        miniprob.clear_param_store()
+        miniprob.set_rng_seed(0)
+        model, guide = nested_guide(miniprob)
+        svi = miniprob.infer.SVI(model, guide, miniprob.optim.Adam({"lr": 0.02}), loss())
+        losses = [svi.step(data) for _ in range(5)]
+        runs[loss] = losses, snapshot(miniprob)
+    (losses_t, params_t), (losses_j, params_j) = runs.values()
+    assert losses_j == losses_t
+    assert all(torch.equal(params_j[k], v) for k, v in params_t.items())
+
+
+def test_rnn_weights_as_pyro_samples():
+    gru = PyroModule[nn.GRU](2, 3)
+    prior = miniprob.distributions.Normal(0.0, 1.0).expand([9, 2]).to_event(2)
+    gru.weight_ih_l0 = PyroSample(prior)
+    with miniprob.poutine.trace() as tr:
+        out, _ = gru(torch.ones(4, 1, 2))
+    assert out.shape == (4, 1, 3)
+    assert [n for n, s in tr.trace.nodes.items() if s["type"] == "sample"] == ["weight_ih_l0"]
+    params = [n for n, s in tr.trace.nodes.items() if s["type"] == "param"]
+    assert params == ["weight_hh_l0", "bias_ih_l0", "bias_hh_l0"]
+
+
+def test_param_store_save_and_load_reach_pyro_params(tmp_path):
+    m = Regression()
+    m(torch.ones(1, 3))
+    with torch.no_grad():
+        m.scale_unconstrained.add_(0.5)
+    saved = m.scale.detach().clone()
+    miniprob.get_param_store().save(tmp_path / "store.pt")
+    miniprob.clear_param_store()
+    fresh = Regression()
+    miniprob.get_param_store().load(tmp_path / "store.pt")
+    fresh(torch.ones(1, 3))  # reading adopts the loaded leaf
+    assert torch.equal(fresh.scale.detach(), saved)
+    leaf = fresh.scale_unconstrained
+    assert isinstance(leaf, nn.Parameter)
+    assert miniprob.get_param_store().unconstrained("scale") is leaf
+
+
+def test_params_go_to_the_current_store_and_pyro_paths_import():
+    import miniprob.nn.module as module_path
+
+    assert module_path.PyroModule is PyroModule and module_path.to_pyro_module_
+    assert miniprob.nn.PyroModuleList is PyroModuleList
+    m = Regression()
+    with miniprob.get_param_store().scope() as store:
+        m(torch.ones(1, 3))
+        assert sorted(store.keys()) == ["linear.bias", "linear.weight", "scale"]
+    assert len(miniprob.get_param_store()) == 0

@@ -1,6 +1,6 @@
 """Small pieces of Pyro's API: ``condition`` at top level, ``TorchDistribution``,
-``Trace.iter_stochastic_nodes``, ``ParamStore.match`` / ``replace_param``, and ``obs_mask``
-refused at sample sites. Differential tests against Pyro where it has the same piece."""
+``Trace.iter_stochastic_nodes``, ``ParamStore.match`` / ``replace_param``, and ``obs_mask=None``
+at sample sites. Differential tests against Pyro where it has the same piece."""
 
 import math
 
@@ -205,15 +205,10 @@ def test_replace_param_keeps_the_store_when_the_new_value_is_invalid():
     assert store.unconstrained("s") is leaf and store.param_name(leaf) == "s"
 
 
-def test_obs_mask_is_refused_naming_the_site():
+def test_obs_mask_none_is_pyros_default():
+    # A given mask splits the site (tests/test_obs_mask.py).
     d = dist.Normal(torch.zeros(3), 1.0)
     obs = torch.zeros(3)
-    mask = torch.tensor([True, False, True])
-    with pytest.raises(NotImplementedError, match="sample site 'x': obs_mask is not supported"):
-        mp.sample("x", d, obs=obs, obs_mask=mask)
-    with poutine.trace():
-        with pytest.raises(NotImplementedError, match="'x'"):
-            mp.sample("x", d, obs=obs, obs_mask=mask)
     # None is Pyro's default: accepted, and not passed on to the distribution.
     assert mp.sample("x", d, obs=obs, obs_mask=None) is obs
     with poutine.trace() as tr:

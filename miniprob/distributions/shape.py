@@ -77,6 +77,22 @@ class ShapeHelpers:
             return self
         return MaskedDistribution(self, mask)
 
+    def has_rsample_(self, value: bool) -> Distribution:
+        """Force reparameterized (True) or detached (False) draws from this instance, in place:
+        inference then treats its sites as (non-)reparameterized. Returns ``self``.
+
+        Example::
+
+            >>> import miniprob.distributions as dist
+            >>> d = dist.Normal(0.0, 1.0).has_rsample_(False)
+            >>> d.has_rsample, d().requires_grad
+            (False, False)
+        """
+        if not (value is True or value is False):
+            raise ValueError(f"Expected value in [False,True], actual {value}")
+        self.has_rsample = value
+        return self
+
 
 class TorchDistribution(ShapeHelpers, Distribution):
     """The base class of custom distributions, as Pyro's: a torch ``Distribution`` with the
@@ -203,7 +219,13 @@ class MaskedDistribution(TorchDistribution):
                 f"mask must be a bool or a torch.bool tensor, got "
                 f"{mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__}"
             )
-        batch_shape = torch.broadcast_shapes(mask.shape, base_dist.batch_shape)
+        try:
+            batch_shape = torch.broadcast_shapes(mask.shape, base_dist.batch_shape)
+        except RuntimeError:
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} does not broadcast with the batch shape "
+                f"{tuple(base_dist.batch_shape)} of {type(base_dist).__name__}"
+            ) from None
         if mask.shape != batch_shape:
             mask = mask.expand(batch_shape)
         if base_dist.batch_shape != batch_shape:

@@ -12,6 +12,8 @@ Example::
     [[1.0, 0.0], [1.0, 1.0]]
 """
 
+from __future__ import annotations
+
 import torch
 from torch.distributions.constraint_registry import biject_to, transform_to
 from torch.distributions.transforms import *  # noqa: F403
@@ -57,6 +59,48 @@ class SoftplusLowerCholeskyTransform(Transform):
         return y.tril(-1) + (diag + (-diag).expm1().neg().log()).diag_embed()
 
 
+class LowerCholeskyAffine(Transform):
+    """``y = scale_tril @ x + loc`` for vectors ``x`` (Pyro's transform; ``scale_tril`` lower
+    triangular with a positive diagonal).
+
+    Example::
+
+        >>> t = LowerCholeskyAffine(torch.zeros(2), torch.tensor([[2.0, 0.0], [1.0, 1.0]]))
+        >>> t(torch.ones(2)).tolist(), t.inv(torch.tensor([2.0, 2.0])).tolist()
+        ([2.0, 2.0], [1.0, 1.0])
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, loc: torch.Tensor, scale_tril: torch.Tensor, cache_size: int = 0) -> None:
+        super().__init__(cache_size=cache_size)
+        if not loc.size(-1) == scale_tril.size(-1) == scale_tril.size(-2):
+            raise ValueError(
+                "loc and scale_tril must be of size D and D x D, respectively (instead: "
+                f"{loc.shape}, {scale_tril.shape})"
+            )
+        self.loc = loc
+        self.scale_tril = scale_tril
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(self.scale_tril, x.unsqueeze(-1)).squeeze(-1) + self.loc
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        shifted = (y - self.loc).unsqueeze(-1)
+        return torch.linalg.solve_triangular(self.scale_tril, shifted, upper=False).squeeze(-1)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        ones = torch.ones(x.size()[:-1], dtype=x.dtype, layout=x.layout, device=x.device)
+        return ones * self.scale_tril.diag().log().sum()
+
+    def with_cache(self, cache_size: int = 1) -> LowerCholeskyAffine:
+        if self._cache_size == cache_size:
+            return self
+        return LowerCholeskyAffine(self.loc, self.scale_tril, cache_size=cache_size)
+
+
 biject_to.register(constraints.softplus_positive, lambda _: SoftplusTransform())
 transform_to.register(constraints.softplus_positive, lambda _: SoftplusTransform())
 transform_to.register(
@@ -66,6 +110,7 @@ transform_to.register(constraints.unit_lower_cholesky, lambda _: UnitLowerCholes
 
 __all__ = [
     *_torch_all,
+    "LowerCholeskyAffine",
     "SoftplusLowerCholeskyTransform",
     "UnitLowerCholeskyTransform",
     "biject_to",

@@ -5,22 +5,31 @@ Example::
     >>> from miniprob.infer import SVI, Trace_ELBO, TraceMeanField_ELBO, Predictive
 """
 
-from . import autoguide
+from . import autoguide, reparam
 from .diagnostics import set_nonfinite_mode
 from .elbo import ELBO
+from .enum import JitTraceEnum_ELBO, TraceEnum_ELBO, config_enumerate, infer_discrete
 from .jit_elbo import JitTrace_ELBO
 from .predictive import Predictive
 from .svi import SVI
 from .trace_elbo import Trace_ELBO
 from .trace_mean_field_elbo import TraceMeanField_ELBO
+from .tracegraph_elbo import JitTraceGraph_ELBO, TraceGraph_ELBO
 
 __all__ = [
     "ELBO",
+    "JitTraceEnum_ELBO",
+    "JitTraceGraph_ELBO",
     "JitTrace_ELBO",
     "Predictive",
     "SVI",
+    "TraceEnum_ELBO",
+    "TraceGraph_ELBO",
     "TraceMeanField_ELBO",
     "Trace_ELBO",
     "autoguide",
+    "config_enumerate",
+    "infer_discrete",
+    "reparam",
     "set_nonfinite_mode",
 ]

@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 from ..poutine.handlers import block, condition, mask, trace
 from ..poutine.plate import plate, prune_subsample_sites
 from ..poutine.trace_struct import Trace
+from ..validation import check_names, check_program
 
 
 def _max_plate_nesting(model: Callable, args: tuple, kwargs: dict) -> int:
@@ -123,14 +125,33 @@ class Predictive:
         return_sites: Sequence[str] = (),
         parallel: bool = False,
     ) -> None:
-        if isinstance(return_sites, str):
-            raise TypeError(
-                f"Predictive: return_sites must be a list, tuple or set of site names, got the "
-                f"string {return_sites!r} (write [{return_sites!r}])"
+        check_names(return_sites, "Predictive: return_sites")
+        check_program(model, "model", "Predictive")
+        if guide is not None:
+            check_program(guide, "guide", "Predictive")
+        if num_samples is not None and (
+            isinstance(num_samples, bool)
+            or not isinstance(num_samples, numbers.Integral)
+            or num_samples < 1
+        ):
+            raise ValueError(
+                f"Predictive: num_samples must be positive and an int, got {num_samples!r}"
             )
-        if num_samples is not None and num_samples < 1:
-            raise ValueError(f"Predictive: num_samples must be positive, got {num_samples}")
         posterior_samples = {} if posterior_samples is None else posterior_samples
+        if not isinstance(posterior_samples, dict):
+            raise TypeError(
+                "Predictive: posterior_samples must be a dict {site name: tensor of samples}, got "
+                f"{type(posterior_samples).__name__}"
+            )
+        for name, value in posterior_samples.items():
+            if not isinstance(value, torch.Tensor) or value.dim() == 0:
+                found = (
+                    "a scalar tensor" if isinstance(value, torch.Tensor) else type(value).__name__
+                )
+                raise ValueError(
+                    f"Predictive: posterior_samples['{name}'] must be a tensor with a leading "
+                    f"dim of samples (shape (num_samples, *site shape)), got {found}"
+                )
         batch_sizes = {name: v.shape[0] for name, v in posterior_samples.items()}
         if num_samples is None:
             if not batch_sizes:

@@ -29,8 +29,9 @@ from typing import Any
 import torch
 
 from ..optim.optim import PyroOptim
-from ..params import _CURRENT, ParamStore
+from ..params import _CREATED
 from ..runtime import Message, Messenger
+from ..validation import check_program
 from .diagnostics import check_loss
 from .elbo import ELBO
 
@@ -61,6 +62,8 @@ class SVI:
                 f"optim must be a miniprob.optim optimizer (e.g. Adam({{'lr': 1e-3}})), got "
                 f"{type(optim).__name__}"
             )
+        check_program(model, "model", "SVI")
+        check_program(guide, "guide", "SVI")
         if not callable(loss) and not isinstance(loss, ELBO):
             raise TypeError(f"loss must be an ELBO or a callable, got {type(loss).__name__}")
         self.model = model
@@ -95,9 +98,10 @@ class SVI:
         first step warns when the store already held parameters that the model or guide reads
         (their old values are where this run starts).
         """
-        store = _CURRENT.get()
-        # Dicts keep insertion order: the parameters a step creates come after these.
-        num_before = len(store)
+        # The parameters this step creates, in this thread or task only (another thread may add
+        # its own to a shared store meanwhile).
+        created: list = []
+        created_token = _CREATED.set(created)
         capture = _ParamCapture()
         # Python's cyclic garbage collector waits until the step is over. A step allocates a
         # few dicts per site that all live until its end; collections in the middle of it
@@ -106,14 +110,19 @@ class SVI:
         # With a thousand sites that was 15% of the step.
         gc_was_enabled = gc.isenabled()
         gc.disable()
+        sync = self.optim._param_sync
         try:
-            with capture:
-                loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
+            if sync is None:
+                with capture:
+                    loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
+            else:
+                with sync, capture:
+                    loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
             # The unconstrained leaves behind the values read, each once, in order of reading.
             params = list(dict.fromkeys(v.unconstrained() for v in capture.params.values()))
             if self._first_step:
                 self._first_step = False
-                _warn_preexisting(store, num_before, capture.params, self.optim)
+                _warn_preexisting(created, capture.params, self.optim)
             for p in params:
                 # Pyro zeroes gradients after a step instead of removing them, so a parameter
                 # that had a gradient once is stepped with a zero one when it is read but does
@@ -122,10 +131,12 @@ class SVI:
                 if p.grad is None and getattr(p, "_miniprob_had_grad", False):
                     p.grad = torch.zeros_like(p)
             self.optim(params)
-        except BaseException:
-            _undo_step(store, num_before, capture.params, self.optim)
+        except BaseException as error:
+            _undo_step(created, capture.params, self.optim)
+            self.optim._step_failed(error)
             raise
         finally:
+            _CREATED.reset(created_token)
             if gc_was_enabled:
                 gc.enable()
         for p in params:
@@ -181,14 +192,12 @@ class _ParamCapture(Messenger):
             self.params[msg["name"]] = msg["value"]
 
 
-def _warn_preexisting(
-    store: ParamStore, num_before: int, params: dict[str, torch.Tensor], optim: PyroOptim
-) -> None:
-    """Warn once about parameters the first step read that were in the store before it
-    (parameters whose optimizer state was restored, as when resuming, are expected)."""
-    before = set(list(store.keys())[:num_before])
+def _warn_preexisting(created: list, params: dict[str, torch.Tensor], optim: PyroOptim) -> None:
+    """Warn once about parameters the first step read that it did not create (parameters
+    whose optimizer state was restored, as when resuming, are expected)."""
+    new = {name for _, name, _ in created}
     pending = getattr(optim, "_pending", {})
-    reused = [name for name in params if name in before and name not in pending]
+    reused = [name for name in params if name not in new and name not in pending]
     if reused:
         warnings.warn(
             f"SVI: the param store already held {reused} before the first step; training "
@@ -197,18 +206,16 @@ def _warn_preexisting(
         )
 
 
-def _undo_step(
-    store: ParamStore, num_before: int, params: dict[str, torch.Tensor], optim: PyroOptim
-) -> None:
-    """After a failed step: drop the gradients it left and the parameters it created."""
+def _undo_step(created: list, params: dict[str, torch.Tensor], optim: PyroOptim) -> None:
+    """After a failed step: drop the gradients it left and the parameters it created (those
+    still holding the leaf it created: a name set anew since is someone else's)."""
     for value in params.values():
         handle = getattr(value, "unconstrained", None)
         leaf = handle() if handle is not None else None
         if leaf is not None:
             leaf.grad = None
-    created = list(store.keys())[num_before:]
-    for name in created:
-        leaf = store.unconstrained(name)
+    for store, name, leaf in created:
         leaf.grad = None
         optim._forget(leaf)
-        del store[name]
+        if name in store and store.unconstrained(name) is leaf:
+            del store[name]

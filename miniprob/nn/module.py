@@ -33,6 +33,7 @@ Example::
 
 from __future__ import annotations
 
+import copyreg
 import functools
 import inspect
 import weakref
@@ -43,7 +44,7 @@ from typing import Any, NamedTuple
 import torch
 from torch.distributions import Distribution, constraints
 
-from ..params import _CURRENT, ParamStore, _transform_for
+from ..params import _CURRENT, MODULE_SEPARATOR, ParamStore, _transform_for
 from ..primitives import deterministic, module, param, sample
 from ..unconstrain import constraint_transform, unconstrain
 
@@ -161,8 +162,6 @@ class _Context:
         self.used = False
 
     def __enter__(self) -> None:
-        if _DETACHED_HANDLES:
-            _restore_handles()
         self.active += 1
         self.used = True
 
@@ -170,17 +169,6 @@ class _Context:
         self.active -= 1
         if not self.active:
             self.cache.clear()
-
-
-# Pickling a module needs its parameters without their ``.unconstrained`` weakrefs (Pyro drops
-# them too); they are the store's leaves, so they get them back at the next call of a module.
-_DETACHED_HANDLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _restore_handles() -> None:
-    for leaf, handle in list(_DETACHED_HANDLES.items()):
-        leaf.unconstrained = handle
-    _DETACHED_HANDLES.clear()
 
 
 def _make_name(prefix: str, name: str) -> str:
@@ -246,10 +234,13 @@ def _as_module_leaf(store: ParamStore, fullname: str) -> torch.nn.Parameter:
 def _put_in_store(
     store: ParamStore, fullname: str, leaf: torch.Tensor, constraint: constraints.Constraint
 ) -> None:
+    # A leaf frozen with ``requires_grad_(False)`` stays frozen (registering would unfreeze it).
+    requires_grad = leaf.requires_grad
     old = store._params.get(fullname)
     if old is not None:
         store._param_to_name.pop(old, None)
     store._register(fullname, leaf, constraint, _transform_for(fullname, constraint))
+    leaf.requires_grad_(requires_grad)
 
 
 class _PyroModuleMeta(type):
@@ -270,7 +261,11 @@ class _PyroModuleMeta(type):
             mixin = type(
                 "Pyro" + Module.__name__,
                 (Module, *bases),
-                {"__reduce__": _reduce_mixin, "__module__": Module.__module__},
+                {
+                    "__reduce__": _reduce_mixin,
+                    "__module__": Module.__module__,
+                    "_pyro_mixed_into": Module,
+                },
             )
             _PyroModuleMeta._mixins[Module] = mixin
         return mixin
@@ -278,9 +273,12 @@ class _PyroModuleMeta(type):
 
 def _reduce_mixin(self: PyroModule) -> tuple:
     # A mixin class is made at run time, so pickle cannot find it by name: rebuild it from the
-    # class it mixes into.
-    mixed = next(b for b in type(self).__bases__ if not issubclass(b, PyroModule))
-    return _new_mixin_instance, (mixed,), self.__getstate__()
+    # class it mixes into. A named subclass of a mixin pickles by its name, as usual.
+    state = self.__getstate__() if hasattr(self, "__getstate__") else self.__dict__.copy()
+    mixed = type(self).__dict__.get("_pyro_mixed_into")
+    if mixed is None:
+        return copyreg.__newobj__, (type(self),), state
+    return _new_mixin_instance, (mixed,), state
 
 
 def _new_mixin_instance(Module: type) -> PyroModule:
@@ -359,20 +357,31 @@ class PyroModule(torch.nn.Module, metaclass=_PyroModuleMeta):
         pyro_samples = state.get("_pyro_samples")
         if pyro_samples is not None and name in pyro_samples:
             return self._read_pyro_sample(name, pyro_samples[name])
-        result = super().__getattr__(name)
         context = state.get("_pyro_context")
-        if context is None:
+        # torch keeps parameters and sub-modules in dicts, read here directly (a name is in one
+        # dict at most): torch's own lookup and Parameter's isinstance cost more than the rest.
+        modules = state.get("_modules", ())
+        if context is not None and name in modules:
+            result = modules[name]
+            if isinstance(result, PyroModule):
+                if not result._pyro_name:
+                    # A sub-module converted in place (to_pyro_module_) joins on first read.
+                    result._pyro_set_supermodule(_make_name(self._pyro_name, name), context)
+            elif result is not None and context.active:
+                module(_make_name(self._pyro_name, name), result)
             return result
-        if isinstance(result, torch.nn.Parameter):
-            if context.active and not name.endswith("_unconstrained"):
+        parameters = state.get("_parameters", ())
+        if context is not None and name in parameters:
+            result = parameters[name]
+            if (
+                context.active
+                and result is not None
+                and (type(result) is torch.nn.Parameter or isinstance(result, torch.nn.Parameter))
+                and not name.endswith("_unconstrained")
+            ):
                 param(_make_name(self._pyro_name, name), result)
-        elif isinstance(result, PyroModule):
-            if not result._pyro_name:
-                # A sub-module converted in place (to_pyro_module_) joins the tree on first read.
-                result._pyro_set_supermodule(_make_name(self._pyro_name, name), context)
-        elif isinstance(result, torch.nn.Module) and context.active:
-            module(_make_name(self._pyro_name, name), result)
-        return result
+            return result
+        return super().__getattr__(name)
 
     def _read_pyro_param(
         self, name: str, constraint: constraints.Constraint, event_dim: int | None
@@ -457,7 +466,9 @@ class PyroModule(torch.nn.Module, metaclass=_PyroModuleMeta):
         if self.__dict__.get("_pyro_context") is not None and self._pyro_context.active:
             fullname = _make_name(self._pyro_name, name)
             param(fullname, value)
-            value = _as_module_leaf(_CURRENT.get(), fullname)
+            store = _CURRENT.get()
+            if fullname in store:  # (a handler may have given the value instead)
+                value = _as_module_leaf(store, fullname)
         super().__setattr__(name, value)
 
     def _fullname_or(self, name: str) -> str:
@@ -485,8 +496,9 @@ class PyroModule(torch.nn.Module, metaclass=_PyroModuleMeta):
             del self._modules[name]
             if "_pyro_context" in state and self._pyro_context.used:
                 store = _CURRENT.get()
-                prefix = _make_name(self._pyro_name, name)
-                for key in [k for k in store.keys() if k.startswith(prefix)]:
+                path = _make_name(self._pyro_name, name)
+                inside = (path + ".", path + MODULE_SEPARATOR)
+                for key in [k for k in store.keys() if k == path or k.startswith(inside)]:
                     del store[key]
         else:
             super().__delattr__(name)
@@ -497,13 +509,6 @@ class PyroModule(torch.nn.Module, metaclass=_PyroModuleMeta):
             fullname = _make_name(self._pyro_name, name)
             if fullname in store:
                 del store[fullname]
-
-    def __getstate__(self) -> dict[str, Any]:
-        for leaf in self.parameters():
-            handle = leaf.__dict__.pop("unconstrained", None)
-            if handle is not None:
-                _DETACHED_HANDLES[leaf] = handle
-        return self.__dict__.copy()
 
 
 def _pyro_params_of(mod: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:

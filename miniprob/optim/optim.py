@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch.nn.utils import clip_grad_norm_, clip_grad_value_
 
-from ..atomic import atomic_save
+from ..atomic import atomic_save, safe_load
 from ..params import get_param_store
 from .adam_update import FOREACH_MIN_PARAMS, adam_step
 
@@ -150,6 +150,14 @@ class PyroOptim:
         self._pending: dict[str, dict] = {}
         self._restored: dict[str, dict] = {}  # pending state loaded during the current call
 
+    # A handler ``SVI`` runs each step's loss under: ``DistributedOptimizer``'s broadcasts each
+    # parameter on its first read. None: the optimizer needs none (nothing added to the step).
+    _param_sync: Any = None
+
+    def _step_failed(self, error: BaseException) -> None:
+        """Called by ``SVI`` after a step raised ``error`` and was undone (a
+        ``DistributedOptimizer`` tells the other ranks); nothing to do here."""
+
     def _check_args(self, args: dict, where: str) -> None:
         if self._allowed is None:
             return
@@ -179,6 +187,8 @@ class PyroOptim:
         # The checks above come first: a call that raises leaves nothing registered.
         old = self._by_name.get(name) if name is not None else None
         pending = self._pending.get(name) if name is not None else None
+        if pending is not None:  # loaded before the parameter existed: its shape is known now
+            check_optim_state({name: pending}, {name: tuple(p.shape)}, "loaded optimizer state")
         key = self._group_key(name, args, restarted=old is not None and pending is None)
         opt = self._optimizers.get(key)
         if opt is None or not _groupable(self.pt_optim_constructor):
@@ -231,7 +241,14 @@ class PyroOptim:
         (which casts tensors to ``p``'s dtype and device and upgrades older formats). Saved
         hyperparameters other than its group's give ``p`` an optimizer of its own, as in Pyro,
         instead of changing those of the parameters it shares one with."""
-        name, opt = self._owner[p]
+        self._install_param_state(p, self._loaded_param_state(p, state, args))
+
+    def _loaded_param_state(
+        self, p: torch.Tensor, state: dict, args: dict | None = None
+    ) -> torch.optim.Optimizer:
+        """A new torch optimizer for ``p`` holding ``state`` (nothing else changes, so a state
+        torch refuses leaves everything as it was)."""
+        name = self._owner[p][0]
         # ``args``: the optimizer arguments already resolved for ``p`` (a callable is not
         # asked twice).
         loaded = self._construct(name, p, self._args_for(name) if args is None else args)
@@ -241,6 +258,11 @@ class PyroOptim:
         # Copies: torch keeps the tensors it is given (a step count is updated in place).
         per = {i: {k: _copy(v) for k, v in st.items()} for i, st in state["state"].items()}
         loaded.load_state_dict({"state": per, "param_groups": [group]})
+        return loaded
+
+    def _install_param_state(self, p: torch.Tensor, loaded: torch.optim.Optimizer) -> None:
+        """Make the state of ``loaded`` (from :meth:`_loaded_param_state`) ``p``'s."""
+        name, opt = self._owner[p]
         if _hyperparameters(loaded, self._scheduled_keys) == _hyperparameters(
             opt, self._scheduled_keys
         ):
@@ -346,15 +368,29 @@ class PyroOptim:
         return state
 
     def set_state(self, state: dict[str, dict]) -> None:
-        """Load per-name state; parameters not seen yet get theirs when they first appear."""
+        """Load per-name state; parameters not seen yet get theirs when they first appear.
+
+        Every entry is checked first (its format, and its tensors' shapes against the
+        parameters the store holds), so a bad one raises ``ValueError`` naming the parameter
+        and changes nothing.
+        """
         store = get_param_store()
+        shapes = {name: tuple(store.unconstrained(name).shape) for name in state if name in store}
+        check_optim_state(state, shapes)
+        loaded = {}
         for name, per in state.items():
             p = self._by_name.get(name)
             # A leaf the store no longer holds (it was reloaded or cleared) is stale: keep the
             # state for the leaf that will replace it.
             live = p is not None and name in store and store.unconstrained(name) is p
             if live and p in self._owner:
-                self._load_param_state(p, per)
+                try:  # every live parameter's state is loaded before any is installed
+                    loaded[name] = (p, self._loaded_param_state(p, per))
+                except (TypeError, ValueError, KeyError, RuntimeError) as e:
+                    raise ValueError(f"optimizer state: param '{name}': {e}") from e
+        for name, per in state.items():
+            if name in loaded:
+                self._install_param_state(*loaded[name])
             else:
                 self._pending[name] = per
 
@@ -362,9 +398,80 @@ class PyroOptim:
         """Write :meth:`get_state` to ``filename`` atomically."""
         atomic_save(self.get_state(), filename)
 
-    def load(self, filename: str | os.PathLike, map_location: Any = None) -> None:
-        """Load state saved by :meth:`save`."""
-        self.set_state(torch.load(filename, map_location=map_location, weights_only=False))
+    def load(
+        self, filename: str | os.PathLike, map_location: Any = None, trusted: bool = False
+    ) -> None:
+        """Load state saved by :meth:`save`.
+
+        The file is read as weights only (tensors, numbers, containers): a file holding any
+        other object raises ``ValueError`` and runs nothing. ``trusted=True`` unpickles
+        anything, running whatever code the file names: only for a file you wrote.
+        """
+        what = f"optimizer state file {os.fspath(filename)!r}"
+        self.set_state(safe_load(filename, what, map_location, trusted=trusted))
+
+
+# Adafactor keeps factored second moments, which broadcast to the parameter's shape.
+_FACTORED = ("row_var", "col_var")
+
+
+def check_optim_state(
+    state: Any, shapes: dict[str, tuple[int, ...]], where: str = "optimizer state"
+) -> None:
+    """Raise ``ValueError`` naming the parameter if ``state`` (from ``PyroOptim.get_state``)
+    is not ``{name: torch optimizer state dict for one parameter}``, or if a tensor of it
+    (a moment, a momentum buffer) does not have that parameter's shape in ``shapes``.
+
+    Example::
+
+        >>> import torch
+        >>> good = {"w": {"state": {0: {"exp_avg": torch.zeros(2)}}, "param_groups": [{}]}}
+        >>> check_optim_state(good, {"w": (2,)})
+        >>> try:
+        ...     check_optim_state(good, {"w": (3,)})
+        ... except ValueError as e:
+        ...     print(str(e)[:60])
+        optimizer state: param 'w': 'exp_avg' has shape (2,), expect
+    """
+    if not isinstance(state, dict):
+        raise ValueError(f"{where}: expected a dict by parameter name, got {type(state).__name__}")
+    for name, per in state.items():
+        prefix = f"{where}: param '{name}'"
+        if (
+            not isinstance(per, dict)
+            or not isinstance(per.get("state"), dict)
+            or not isinstance(per.get("param_groups"), list)
+            or len(per["param_groups"]) != 1
+            or not isinstance(per["param_groups"][0], dict)
+        ):
+            raise ValueError(
+                f"{prefix}: expected a torch optimizer state dict with 'state' and one param "
+                f"group, got {per!r:.200}"
+            )
+        entries = per["state"]
+        if set(entries) - {0} or not all(isinstance(v, dict) for v in entries.values()):
+            raise ValueError(
+                f"{prefix}: expected its per-parameter state under key 0, got the keys "
+                f"{sorted(map(repr, entries))}"
+            )
+        shape = shapes.get(name)
+        if shape is None:
+            continue
+        for key, value in entries.get(0, {}).items():
+            if not isinstance(value, torch.Tensor) or value.dim() == 0:
+                continue  # a step count, a scalar
+            found = tuple(value.shape)
+            if key in _FACTORED:
+                try:
+                    fits = torch.broadcast_shapes(value.shape, shape) == shape
+                except RuntimeError:
+                    fits = False
+            else:
+                fits = found == shape
+            if not fits:
+                raise ValueError(
+                    f"{prefix}: '{key}' has shape {found}, expected the parameter's shape {shape}"
+                )
 
 
 def _drop(opt: torch.optim.Optimizer, p: torch.Tensor) -> None:

@@ -13,24 +13,44 @@ Example::
 """
 
 from ..runtime import Messenger, apply_stack, get_stack
+from .enum_messenger import enum, markov
+from .escape import NonlocalExit, escape, queue
 from .handlers import block, condition, mask, replay, scale, seed, substitute, trace
 from .plate import plate, prune_subsample_sites
+from .plate_helpers import block_plate
+from .reparam_messenger import reparam
+from .rewrite import do, equalize, infer_config, lift, uncondition
+from .scope import name_count, scope
 from .trace_struct import Trace, scale_and_mask
 
 __all__ = [
     "Messenger",
+    "NonlocalExit",
     "Trace",
     "apply_stack",
     "block",
+    "block_plate",
     "condition",
+    "do",
+    "enum",
+    "equalize",
+    "escape",
     "get_stack",
+    "infer_config",
+    "lift",
+    "markov",
     "mask",
+    "name_count",
     "plate",
     "prune_subsample_sites",
+    "queue",
+    "reparam",
     "replay",
     "scale",
     "scale_and_mask",
+    "scope",
     "seed",
     "substitute",
     "trace",
+    "uncondition",
 ]

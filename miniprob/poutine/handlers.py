@@ -15,10 +15,39 @@ from typing import Any
 import torch
 
 from ..runtime import Message, Messenger
-from ..util import get_rng_state, set_rng_seed, set_rng_state
-from ..validation import as_observation, check_observed, validation_enabled
+from ..util import check_rng_seed, get_rng_state, set_rng_seed, set_rng_state
+from ..validation import as_observation, check_names, check_observed, validation_enabled
 from .plate import _Subsample
 from .trace_struct import Trace
+from .util import site_is_subsample
+
+
+def identify_dense_edges(trace: Trace) -> None:
+    """Add Pyro's dense edges to ``trace``, in place: from each sample site to each later one,
+    unless the two sit in different iterations of one sequential plate (subsample sites left out).
+
+    Example::
+
+        >>> import miniprob as pyro, miniprob.distributions as dist
+        >>> def model():
+        ...     a = pyro.sample("a", dist.Normal(0.0, 1.0))
+        ...     for i in pyro.plate("seq", 2):
+        ...         pyro.sample(f"b{i}", dist.Normal(a, 1.0))
+        >>> sorted(trace(model, graph_type="dense").get_trace().edges)
+        [('a', 'b0'), ('a', 'b1')]
+    """
+    earlier: list[tuple[str, tuple]] = []
+    for name, site in trace.nodes.items():
+        if site.get("type") != "sample" or site_is_subsample(site):
+            continue
+        stack = site["cond_indep_stack"]
+        for past_name, past_stack in earlier:
+            # Independent when, frame by frame from the outermost, the two stacks hold one
+            # sequential plate in different iterations (counters), as in Pyro.
+            pairs = zip(stack, past_stack, strict=False)
+            if not any(f.name == g.name and f.counter != g.counter for f, g in pairs):
+                trace.add_edge(past_name, name)
+        earlier.append((name, stack))
 
 
 class trace(Messenger):
@@ -50,6 +79,11 @@ class trace(Messenger):
             tracer.trace = self.trace
         return super().__enter__()
 
+    def __exit__(self, *exc: Any) -> None:
+        if self.graph_type == "dense":
+            identify_dense_edges(self.trace)
+        super().__exit__(*exc)
+
     def _wrap(self, fn: Callable) -> trace:
         # ``tracer = trace(); model = tracer(model)``: the copy records, and ``tracer.trace``
         # must show what it recorded, as in Pyro (the copy lets one tracer wrap several functions).
@@ -58,10 +92,20 @@ class trace(Messenger):
         return wrapped
 
     def postprocess_message(self, msg: Message) -> None:
-        if self.param_only and msg["type"] != "param":
-            return
+        kind = msg["type"]
+        if kind != "param" and (self.param_only or kind != "sample"):
+            return  # other effects (a scope, a subsample) are no sites
         # A copy: the trace's site must not change when another handler changes the message.
         self.trace.add_site(msg["name"], msg.copy())
+
+    def _reset(self) -> None:
+        # A run restarted (see ``NonlocalExit.reset_stack``): forget its sites but the inputs.
+        fresh = Trace(self.graph_type)
+        if "_INPUT" in self.trace.nodes:
+            fresh.add_site("_INPUT", self.trace.nodes["_INPUT"])
+        self.trace = fresh
+        for tracer in self._shown_on:
+            tracer.trace = fresh
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.fn is None:
@@ -168,6 +212,13 @@ class block(Messenger):
         if expose_fn is not None:
             self.hide_fn = lambda msg: not expose_fn(msg)
             return
+        for arg, names in (
+            ("hide", hide),
+            ("expose", expose),
+            ("hide_types", hide_types),
+            ("expose_types", expose_types),
+        ):
+            check_names(names, f"block: {arg}")
         if expose_all:
             hide_all = False
         # A list given (even an empty one) decides hide_all, in this order, as in Pyro:
@@ -233,7 +284,7 @@ class condition(Messenger):
             return
         if value is not None:
             if not isinstance(value, torch.Tensor):
-                value = as_observation(value)
+                value = as_observation(value, name)
             if validation_enabled():
                 check_observed(name, msg["fn"], value)
         msg["value"] = value
@@ -324,9 +375,7 @@ class seed(Messenger):
         if fn is not None and not callable(fn):
             fn, rng_seed = None, fn
         super().__init__(fn)
-        if not isinstance(rng_seed, numbers.Integral):
-            raise ValueError(f"'rng_seed' argument should be an int, got {rng_seed!r}")
-        self.rng_seed = rng_seed
+        self.rng_seed = check_rng_seed(rng_seed, "seed")
 
     def __enter__(self) -> seed:
         self._old_state = get_rng_state()

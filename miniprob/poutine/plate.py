@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,6 +57,28 @@ class _Subsample(Distribution):
         return torch.zeros((), device=self.device)
 
 
+def _checked_count(name: str, what: str, value: Any) -> Any:
+    """``value`` if it is a positive int (or a positive integer tensor holding one number,
+    as under tracing), else ``ValueError`` naming the plate: a fractional size would rescale log
+    densities by a fraction, a zero one divide by zero."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_floating_point() or value.is_complex():
+            raise ValueError(
+                f"plate '{name}': {what} must be a positive int, got a tensor of dtype "
+                f"{value.dtype} and shape {tuple(value.shape)}"
+            )
+        if not torch.jit.is_tracing() and int(value) <= 0:
+            raise ValueError(f"plate '{name}': {what} must be a positive int, got {int(value)}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(
+            f"plate '{name}': {what} must be a positive int, got {type(value).__name__} {value!r}"
+        )
+    if value <= 0:
+        raise ValueError(f"plate '{name}': {what} must be a positive int, got {value}")
+    return int(value)
+
+
 def prune_subsample_sites(trace: Trace) -> Trace:
     """A copy of ``trace`` without the index sites of subsampled plates."""
     pruned = Trace(trace.graph_type)
@@ -64,6 +87,11 @@ def prune_subsample_sites(trace: Trace) -> Trace:
         for name, site in trace.nodes.items()
         if not (site["type"] == "sample" and isinstance(site["fn"], _Subsample))
     }
+    if trace._succ or trace._pred:  # a graph: keep the edges between the sites kept
+        kept = pruned.nodes
+        for site1, site2 in trace.edges:
+            if site1 in kept and site2 in kept:
+                pruned.add_edge(site1, site2)
     return pruned
 
 
@@ -98,8 +126,10 @@ class plate(Messenger):
             raise ValueError(
                 f"plate '{name}': expected dim < 0 (counted from the right), got {dim}"
             )
-        if size is not None and not isinstance(size, torch.Tensor) and size <= 0:
-            raise ValueError(f"plate '{name}': size must be positive, got {size}")
+        if size is not None:
+            size = _checked_count(name, "size", size)
+        if subsample_size is not None:
+            subsample_size = _checked_count(name, "subsample_size", subsample_size)
         if use_cuda and device is None:
             device = "cuda"
         self.name = name
@@ -116,6 +146,16 @@ class plate(Messenger):
         self.size = size
         if subsample is not None:
             subsample = torch.as_tensor(subsample)
+            if subsample.dim() != 1 or subsample.numel() == 0:
+                raise ValueError(
+                    f"plate '{name}': subsample must be a non-empty 1-D tensor of indices, got "
+                    f"shape {tuple(subsample.shape)}"
+                )
+            if subsample.is_floating_point() or subsample.is_complex():
+                raise ValueError(
+                    f"plate '{name}': subsample must hold integer indices, got dtype "
+                    f"{subsample.dtype}"
+                )
             if (
                 validation_enabled()
                 and subsample.numel()
@@ -195,8 +235,9 @@ class plate(Messenger):
             msg["scale"] = msg["scale"] * self.size / self.subsample_size
 
     def postprocess_message(self, msg: Message) -> None:
-        # A param declared with event_dim inside a subsampled plate is subsampled with it.
-        if msg["type"] != "param" or self.dim is None:
+        # A param declared with event_dim inside a subsampled plate is subsampled with it, and
+        # so is the data of a ``subsample`` statement.
+        if msg["type"] not in ("param", "subsample") or self.dim is None:
             return
         event_dim = msg["kwargs"].get("event_dim")
         if event_dim is None:
@@ -205,6 +246,11 @@ class plate(Messenger):
         value = msg["value"]
         shape = value.shape
         if len(shape) >= -dim and shape[dim] != 1:
+            if shape[dim] != self.size and msg["type"] == "subsample":
+                raise ValueError(
+                    f"Inside pyro.plate({self.name}, {self.size}, dim={self.dim}) invalid shape "
+                    f"of pyro.subsample(..., event_dim={event_dim}): {shape}"
+                )
             if shape[dim] != self.size:
                 raise ValueError(
                     f"param '{msg['name']}' (event_dim={event_dim}) inside plate('{self.name}', "

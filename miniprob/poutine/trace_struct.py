@@ -1,4 +1,10 @@
-"""``Trace``: the record of one run of a model, an ordered ``{name: site}`` dict.
+"""``Trace``: the record of one run of a model, an ordered ``{name: site}`` dict, and a directed
+graph over its sites (Pyro's graph API: ``add_edge``, ``successors``, ``topological_sort``, ...).
+
+A flat trace (the default, what inference runs on) has no edges and pays nothing for the graph:
+the edge sets hold only the sites that have an edge, so recording a site costs one dict write.
+A ``"dense"`` trace gets Pyro's edges when its ``trace`` handler exits (see
+:func:`miniprob.poutine.handlers.identify_dense_edges`).
 
 Example::
 
@@ -11,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -30,6 +37,21 @@ def scale_and_mask(tensor: torch.Tensor, scale: Any = 1.0, mask: Any = None) -> 
     return torch.where(mask, tensor * scale, tensor.new_zeros(()))
 
 
+def _check_mask(name: str, mask: torch.Tensor, log_p: torch.Tensor) -> None:
+    """Raise unless ``mask`` broadcasts to the shape of the site's log density without
+    repeating it (leading dims of size 1 are fine)."""
+    try:
+        shape = torch.broadcast_shapes(mask.shape, log_p.shape)
+    except RuntimeError:
+        shape = None
+    if shape is None or math.prod(shape) != log_p.numel():
+        raise ValueError(
+            f"sample site '{name}': the mask of shape {tuple(mask.shape)} does not fit its log "
+            f"density of shape {tuple(log_p.shape)}; expected a mask that broadcasts to "
+            f"{tuple(log_p.shape)}"
+        )
+
+
 def _all_sites(name: str, site: Site) -> bool:
     return True
 
@@ -39,16 +61,45 @@ class DuplicateSiteError(ValueError, RuntimeError):
     as miniprob raised before."""
 
 
+def _duplicate_site_error(name: str, kind: str, old_kind: str) -> DuplicateSiteError:
+    # Pyro's two messages first (its tests match on them), then what to do.
+    if kind == old_kind:
+        said = f"Multiple {kind} sites named '{name}'"
+    else:
+        said = f"{name} is already in the trace as a {old_kind}"
+    return DuplicateSiteError(
+        f"{said}: duplicate {kind} site named '{name}' (already in the trace as a {old_kind} "
+        "site); each site in a model or guide needs a unique name (inside a loop, put the index "
+        "in the name)"
+    )
+
+
 class Trace:
-    """An ordered record of the sites of one run.
+    """An ordered record of the sites of one run, and a directed graph over them.
 
     ``nodes`` maps names to site dicts with the message fields (``type, name, fn, value, scale,
     mask, cond_indep_stack, infer, ...``). A ``Trace`` also reads like that dict itself.
+
+    :param graph_type: ``"flat"`` (no edges recorded) or ``"dense"`` (the ``trace`` handler adds
+        an edge from each sample site to every later one that is not independent of it).
+
+    Example::
+
+        >>> tr = Trace()
+        >>> tr.add_edge("a", "b"); tr.add_edge("a", "c"); tr.add_edge("c", "b")
+        >>> tr.topological_sort(), sorted(tr.successors("a"))
+        (['a', 'c', 'b'], ['b', 'c'])
     """
 
     def __init__(self, graph_type: str = "flat") -> None:
+        if graph_type not in ("flat", "dense"):
+            raise ValueError(f"{graph_type} not a valid graph type: expected 'flat' or 'dense'")
         self.graph_type = graph_type
         self.nodes: dict[str, Site] = {}
+        # Successors and predecessors of the sites that have been given any (a site absent here
+        # has none): a flat trace never touches them.
+        self._succ: dict[str, set[str]] = {}
+        self._pred: dict[str, set[str]] = {}
 
     def add_node(self, site_name: str, **site: Any) -> None:
         """Record a site; two sites with one name are an error unless both are params."""
@@ -57,13 +108,89 @@ class Trace:
     def add_site(self, site_name: str, site: Site) -> None:
         """:meth:`add_node` for a site already in a dict (kept as it is, not copied)."""
         old = self.nodes.get(site_name)
-        if old is not None and (site["type"] != "param" or old["type"] != "param"):
-            raise DuplicateSiteError(
-                f"duplicate {site['type']} site named '{site_name}' (already in the trace as a "
-                f"{old['type']} site): each site in a model or guide needs a unique name "
-                "(inside a loop, put the index in the name)"
-            )
+        if old is not None:
+            if site["type"] != "param" or old["type"] != "param":
+                raise _duplicate_site_error(site_name, site["type"], old["type"])
+            # A param recorded again replaces the old record, edges included (as in Pyro).
+            self._drop_edges(site_name)
         self.nodes[site_name] = site
+
+    # the graph
+    @property
+    def edges(self) -> Iterator[tuple[str, str]]:
+        """Each edge ``(site, successor)``, sites in trace order."""
+        for site in self.nodes:
+            for successor in self._succ.get(site, ()):
+                yield site, successor
+
+    def add_edge(self, site1: str, site2: str) -> None:
+        """An edge from ``site1`` to ``site2``; a site not in the trace is added, empty."""
+        for site in (site1, site2):
+            if site not in self.nodes:
+                self.nodes[site] = {}
+        self.successors(site1).add(site2)
+        self.predecessors(site2).add(site1)
+
+    def remove_node(self, site_name: str) -> None:
+        """Remove a site and its edges (``KeyError`` when there is no such site)."""
+        del self.nodes[site_name]
+        self._drop_edges(site_name)
+
+    def _drop_edges(self, site_name: str) -> None:
+        for p in self._pred.pop(site_name, ()):
+            self._succ[p].discard(site_name)
+        for s in self._succ.pop(site_name, ()):
+            self._pred[s].discard(site_name)
+
+    def predecessors(self, site_name: str) -> set[str]:
+        """The sites with an edge to ``site_name`` (a live set, as in Pyro)."""
+        preds = self._pred.get(site_name)
+        if preds is None:
+            if site_name not in self.nodes:
+                raise KeyError(site_name)
+            preds = self._pred[site_name] = set()
+        return preds
+
+    def successors(self, site_name: str) -> set[str]:
+        """The sites ``site_name`` has an edge to (a live set, as in Pyro)."""
+        succs = self._succ.get(site_name)
+        if succs is None:
+            if site_name not in self.nodes:
+                raise KeyError(site_name)
+            succs = self._succ[site_name] = set()
+        return succs
+
+    def _dfs(self, site: str, visited: set[str]) -> Iterator[str]:
+        """The sites reachable from ``site`` and not in ``visited``, each after all its
+        successors (post-order), added to ``visited`` as they are given. Iterative, so a long
+        chain of sites does not hit Python's recursion limit."""
+        if site in visited:
+            return
+        stack = [(site, iter(self._succ.get(site, ())))]
+        on_stack = {site}
+        while stack:
+            node, children = stack[-1]
+            for child in children:
+                if child in visited:
+                    continue
+                if child in on_stack:
+                    raise ValueError(
+                        f"the trace's graph has a cycle through sites '{node}' and '{child}'"
+                    )
+                stack.append((child, iter(self._succ.get(child, ()))))
+                on_stack.add(child)
+                break
+            else:
+                stack.pop()
+                on_stack.discard(node)
+                visited.add(node)
+                yield node
+
+    def topological_sort(self, reverse: bool = False) -> list[str]:
+        """The site names, each before its successors (after them with ``reverse=True``)."""
+        visited: set[str] = set()
+        order = [node for site in self.nodes for node in self._dfs(site, visited)]
+        return order if reverse else order[::-1]
 
     # dict-like reading
     def __getitem__(self, name: str) -> Site:
@@ -88,8 +215,11 @@ class Trace:
         return self.nodes.items()
 
     def copy(self) -> Trace:
+        """A copy with its own site dicts (their values shared) and its own edge sets."""
         new = Trace(self.graph_type)
         new.nodes = {name: dict(site) for name, site in self.nodes.items()}
+        new._succ = {name: set(sites) for name, sites in self._succ.items()}
+        new._pred = {name: set(sites) for name, sites in self._pred.items()}
         return new
 
     def detach_(self) -> None:
@@ -158,7 +288,10 @@ class Trace:
                 )
             ) from e
         site["unscaled_log_prob"] = log_p
-        log_p = scale_and_mask(log_p, site["scale"], site["mask"])
+        mask = site["mask"]
+        if isinstance(mask, torch.Tensor) and mask.dim() and mask.shape != log_p.shape:
+            _check_mask(name, mask, log_p)
+        log_p = scale_and_mask(log_p, site["scale"], mask)
         site["log_prob"] = log_p
         # A scalar is its own sum: skipping the op keeps one node out of the graph.
         site["log_prob_sum"] = log_p if log_p.dim() == 0 else log_p.sum()

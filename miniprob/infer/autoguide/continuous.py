@@ -18,6 +18,7 @@ import torch
 
 from ...distributions import LowRankMultivariateNormal, MultivariateNormal, Normal, constraints
 from ...distributions.delta import Delta
+from ...distributions.transforms import AffineTransform, LowerCholeskyAffine
 from ...flat import ravel
 from ...poutine.handlers import replay, trace
 from ...primitives import sample
@@ -73,6 +74,19 @@ class AutoContinuous(AutoGuide):
 
     def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError(f"{type(self).__name__} has no marginal loc and scale")
+
+    def get_base_dist(self) -> torch.distributions.Distribution:
+        """The vector's distribution before :meth:`get_transform` (what ``NeuTraReparam``
+        draws): a standard Normal, for the guides that have a transform."""
+        raise NotImplementedError(f"{type(self).__name__} has no base distribution")
+
+    def get_transform(self, *args: Any, **kwargs: Any) -> torch.distributions.Transform:
+        """The transform from :meth:`get_base_dist` to the posterior of the vector."""
+        raise NotImplementedError(f"{type(self).__name__} has no transform")
+
+    def _standard_normal(self) -> torch.distributions.Distribution:
+        loc = self._get("loc")
+        return Normal(torch.zeros_like(loc), torch.ones_like(loc)).to_event(1)
 
     def sample_latent(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Draw the vector (an auxiliary site ``_<name>_latent``)."""
@@ -166,6 +180,12 @@ class AutoDiagonalNormal(AutoContinuous):
         """A diagonal Normal over the vector."""
         return Normal(self._get("loc"), self._get("scale")).to_event(1)
 
+    def get_base_dist(self) -> torch.distributions.Distribution:
+        return self._standard_normal()
+
+    def get_transform(self, *args: Any, **kwargs: Any) -> torch.distributions.Transform:
+        return AffineTransform(self._get("loc"), self._get("scale"))
+
     def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return self._get("loc"), self._get("scale")
 
@@ -218,6 +238,12 @@ class AutoMultivariateNormal(AutoContinuous):
     def get_posterior(self, *args: Any, **kwargs: Any) -> torch.distributions.Distribution:
         """A multivariate Normal over the vector."""
         return MultivariateNormal(self._get("loc"), scale_tril=self._scale_tril())
+
+    def get_base_dist(self) -> torch.distributions.Distribution:
+        return self._standard_normal()
+
+    def get_transform(self, *args: Any, **kwargs: Any) -> torch.distributions.Transform:
+        return LowerCholeskyAffine(self._get("loc"), scale_tril=self._scale_tril())
 
     def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         return self._get("loc"), self._scale_tril().pow(2).sum(-1).sqrt()

@@ -1,0 +1,1 @@
+"""Pyro's ``pyro.contrib`` import paths for the pieces miniprob has (see each subpackage)."""
