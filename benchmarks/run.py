@@ -35,11 +35,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+import autoguide_models  # noqa: E402
 import enum_bench  # noqa: E402
 import models  # noqa: E402
 
 import miniprob  # noqa: E402
 from miniprob.params import _CURRENT as _CURRENT_STORE  # noqa: E402
+
+models.BENCHMARKS.update(autoguide_models.BENCHMARKS)
 
 try:
     import pyro
