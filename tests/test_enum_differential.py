@@ -252,6 +252,30 @@ def hmm_example(lib):
     return model, lambda seqs: None, (seqs,), 2
 
 
+def sequential_guide(lib):
+    """A guide that enumerates one site sequentially (a run per value) next to a parallel
+    one and a reparameterized latent drawn anew in each run."""
+    dist = lib.distributions
+    data = torch.tensor([0.3, 2.2, 1.9, -0.4])
+
+    def model(data):
+        c = lib.sample("c", dist.Categorical(torch.tensor([0.2, 0.5, 0.3])))
+        w = lib.sample("w", dist.Bernoulli(0.4))
+        loc = lib.sample("loc", dist.Normal(0.0, 2.0))
+        with lib.plate("data", len(data)):
+            lib.sample("obs", dist.Normal(loc + c + 0.5 * w, 1.0), obs=data)
+
+    def guide(data):
+        pc = lib.param("pc", torch.ones(3) / 3, constraint=dist.constraints.simplex)
+        pw = lib.param("pw", torch.tensor(0.5), constraint=dist.constraints.unit_interval)
+        m = lib.param("m", torch.tensor(0.1))
+        lib.sample("c", dist.Categorical(pc), infer={"enumerate": "sequential"})
+        lib.sample("w", dist.Bernoulli(pw), infer={"enumerate": "parallel"})
+        lib.sample("loc", dist.Normal(m, 0.5))
+
+    return model, guide, (data,), 1
+
+
 CASES = [
     gmm,
     global_discrete,
@@ -264,6 +288,7 @@ CASES = [
     masked,
     seqplate,
     hmm_example,
+    sequential_guide,
 ]
 
 

@@ -34,7 +34,7 @@ def random_tables(seed, k0, k1, k2, n, m):
     }
 
 
-def build(tab, nested, z0_in_guide):
+def build(tab, nested, z0_in_guide, how="parallel"):
     n, m = tab["x2"].shape
 
     def model():
@@ -49,7 +49,7 @@ def build(tab, nested, z0_in_guide):
 
     def guide():
         if z0_in_guide:
-            pyro.sample("z0", dist.Categorical(tab["q0"]), infer={"enumerate": "parallel"})
+            pyro.sample("z0", dist.Categorical(tab["q0"]), infer={"enumerate": how})
 
     return config_enumerate(model), guide
 
@@ -99,10 +99,13 @@ def brute_force_elbo(tab, nested, z0_in_guide):
     m=st.integers(1, 2),
     nested=st.booleans(),
     z0_in_guide=st.booleans(),
+    how=st.sampled_from(["parallel", "sequential"]),
 )
-def test_enumerated_elbo_equals_brute_force(seed, k0, k1, k2, n, m, nested, z0_in_guide):
+def test_enumerated_elbo_equals_brute_force(seed, k0, k1, k2, n, m, nested, z0_in_guide, how):
+    """Global z0 (in the model, or in the guide, in parallel or one run per value), z1 per
+    outer element, z2 per inner element when nested."""
     tab = random_tables(seed, k0, k1, k2, n, m)
-    model, guide = build(tab, nested, z0_in_guide)
+    model, guide = build(tab, nested, z0_in_guide, how)
     loss = TraceEnum_ELBO(max_plate_nesting=2).loss(model, guide)
     expected = brute_force_elbo(tab, nested, z0_in_guide)
     assert math.isclose(-loss, expected, rel_tol=1e-5, abs_tol=1e-4)
