@@ -187,3 +187,25 @@ def test_infer_discrete_map_of_a_one_hot_site():
 
     z = infer_discrete(model, first_available_dim=-2, temperature=0)()
     assert torch.equal(z, torch.eye(3)[torch.tensor([0, 2, 1])])
+
+
+def test_a_guide_that_turns_sequential_later_is_enumerated():
+    """The queue is skipped for a guide that showed no sequential site; when one appears, the
+    step is redone with it."""
+    probs = torch.tensor([0.2, 0.5, 0.3])
+    flag = {"sequential": False}
+
+    def model():
+        c = pyro.sample("c", dist.Categorical(probs))
+        pyro.sample("x", dist.Normal(c.float(), 1.0), obs=torch.tensor(1.4))
+
+    def guide():
+        how = "sequential" if flag["sequential"] else "parallel"
+        pyro.sample("c", dist.Categorical(torch.ones(3) / 3), infer={"enumerate": how})
+
+    elbo = TraceEnum_ELBO(max_plate_nesting=0)
+    parallel = elbo.loss(model, guide)
+    flag["sequential"] = True
+    assert math.isclose(elbo.loss(model, guide), parallel, rel_tol=1e-6)
+    fresh = TraceEnum_ELBO(max_plate_nesting=0).loss(model, guide)
+    assert math.isclose(fresh, parallel, rel_tol=1e-6)

@@ -37,6 +37,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from queue import LifoQueue
+from typing import Any
 
 import torch
 
@@ -147,11 +148,16 @@ class TraceEnum_ELBO(ELBO):
     does; in the model only parallel enumeration is supported.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plain_guides: set[int] = set()  # ids of guides seen without sequential sites
+
     def _get_traces(
         self, model: Callable, guide: Callable, args: tuple, kwargs: dict
     ) -> Iterator[tuple[Trace, Trace]]:
         if self.max_plate_nesting == float("inf"):
             self._guess_max_plate_nesting(model, guide, args, kwargs)
+        unwrapped = guide
         if self.vectorize_particles and self.num_particles > 1:
             model, guide = self._particle_plate(model), self._particle_plate(guide)
         # The guide runs under its enum handler, itself under a queue of partial traces that
@@ -161,10 +167,22 @@ class TraceEnum_ELBO(ELBO):
         queued = queue(
             guide_enum, queue=pending, escape_fn=_sequential_escape, extend_fn=_sequential_extend
         )
+        plain, key = self._plain_guides, id(unwrapped)
         for _ in range(1 if self.vectorize_particles else self.num_particles):
+            # A guide that showed no sequential site runs without the queue's extra handlers;
+            # should one appear after all, that run is dropped and the queue takes over.
+            if key in plain:
+                pair = self._get_trace(model, guide_enum, guide_enum, args, kwargs)
+                if not _has_sequential(pair[1]):
+                    yield pair
+                    continue
+                plain.discard(key)
             pending.put(Trace())
             while not pending.empty():
-                yield self._get_trace(model, queued, guide_enum, args, kwargs)
+                pair = self._get_trace(model, queued, guide_enum, args, kwargs)
+                if not _has_sequential(pair[1]):
+                    plain.add(key)
+                yield pair
 
     def _get_trace(
         self, model: Callable, guide: Callable, guide_enum: enum, args: tuple, kwargs: dict
@@ -212,6 +230,13 @@ class TraceEnum_ELBO(ELBO):
         if not isinstance(elbo, torch.Tensor):
             elbo = torch.tensor(float(elbo))
         return -elbo.detach(), -elbo
+
+
+def _has_sequential(guide_trace: Trace) -> bool:
+    return any(
+        site["type"] == "sample" and site["infer"].get("enumerate") == "sequential"
+        for site in guide_trace.nodes.values()
+    )
 
 
 def _sequential_escape(partial: Trace, msg: dict) -> bool:
