@@ -11,6 +11,7 @@ import torch
 import miniprob
 import miniprob.distributions
 import miniprob.infer
+import miniprob.infer.autoguide
 import miniprob.optim
 import miniprob.poutine
 
@@ -18,6 +19,7 @@ pytest.importorskip("pyro")
 import pyro  # noqa: E402
 import pyro.distributions  # noqa: E402
 import pyro.infer  # noqa: E402
+import pyro.infer.autoguide  # noqa: E402
 import pyro.optim  # noqa: E402
 import pyro.poutine  # noqa: E402
 
@@ -252,6 +254,30 @@ def hmm_example(lib):
     return model, lambda seqs: None, (seqs,), 2
 
 
+def sequential_guide(lib):
+    """A guide that enumerates one site sequentially (a run per value) next to a parallel
+    one and a reparameterized latent drawn anew in each run."""
+    dist = lib.distributions
+    data = torch.tensor([0.3, 2.2, 1.9, -0.4])
+
+    def model(data):
+        c = lib.sample("c", dist.Categorical(torch.tensor([0.2, 0.5, 0.3])))
+        w = lib.sample("w", dist.Bernoulli(0.4))
+        loc = lib.sample("loc", dist.Normal(0.0, 2.0))
+        with lib.plate("data", len(data)):
+            lib.sample("obs", dist.Normal(loc + c + 0.5 * w, 1.0), obs=data)
+
+    def guide(data):
+        pc = lib.param("pc", torch.ones(3) / 3, constraint=dist.constraints.simplex)
+        pw = lib.param("pw", torch.tensor(0.5), constraint=dist.constraints.unit_interval)
+        m = lib.param("m", torch.tensor(0.1))
+        lib.sample("c", dist.Categorical(pc), infer={"enumerate": "sequential"})
+        lib.sample("w", dist.Bernoulli(pw), infer={"enumerate": "parallel"})
+        lib.sample("loc", dist.Normal(m, 0.5))
+
+    return model, guide, (data,), 1
+
+
 CASES = [
     gmm,
     global_discrete,
@@ -264,6 +290,7 @@ CASES = [
     masked,
     seqplate,
     hmm_example,
+    sequential_guide,
 ]
 
 
@@ -368,3 +395,52 @@ def test_infer_discrete_map_equals_pyro(build, sites):
     actual = map_assignment(miniprob, build, sites)
     for name in sites:
         assert torch.equal(actual[name], expected[name]), name
+
+
+def test_pyro_gmm_tutorial_with_autodelta():
+    """Pyro's Gaussian mixture tutorial as written (AutoDelta on the blocked model, its
+    init_loc_fn and optimizer): the same losses, estimates and MAP assignments."""
+    data = torch.tensor([0.0, 1.0, 10.0, 11.0, 12.0])
+    K = 2
+
+    def run(lib):
+        dist = lib.distributions
+
+        @lib.infer.config_enumerate
+        def model(data):
+            weights = lib.sample("weights", dist.Dirichlet(0.5 * torch.ones(K)))
+            scale = lib.sample("scale", dist.LogNormal(0.0, 2.0))
+            with lib.plate("components", K):
+                locs = lib.sample("locs", dist.Normal(0.0, 10.0))
+            with lib.plate("data", len(data)):
+                assignment = lib.sample("assignment", dist.Categorical(weights))
+                lib.sample("obs", dist.Normal(locs[assignment], scale), obs=data)
+
+        def init_loc_fn(site):
+            if site["name"] == "weights":
+                return torch.ones(K) / K
+            if site["name"] == "scale":
+                return (data.var() / 2).sqrt()
+            return data[torch.multinomial(torch.ones(len(data)) / len(data), K)]
+
+        lib.clear_param_store()
+        lib.set_rng_seed(13)
+        exposed = lib.poutine.block(model, expose=["weights", "locs", "scale"])
+        guide = lib.infer.autoguide.AutoDelta(exposed, init_loc_fn=init_loc_fn)
+        optim = lib.optim.Adam({"lr": 0.1, "betas": [0.8, 0.99]})
+        elbo = lib.infer.TraceEnum_ELBO(max_plate_nesting=1)
+        svi = lib.infer.SVI(model, guide, optim, elbo)
+        losses = [svi.step(data) for _ in range(30)]
+        estimates = {k: v.detach().clone() for k, v in guide(data).items()}
+        trained = lib.poutine.replay(model, trace=lib.poutine.trace(guide).get_trace(data))
+        decoded = lib.infer.infer_discrete(trained, first_available_dim=-2, temperature=0)
+        assignment = lib.poutine.trace(decoded).get_trace(data).nodes["assignment"]["value"]
+        lib.clear_param_store()
+        return losses, estimates, assignment
+
+    losses_p, estimates_p, assignment_p = run(pyro)
+    losses_m, estimates_m, assignment_m = run(miniprob)
+    assert losses_m == pytest.approx(losses_p, rel=1e-6, abs=1e-5)
+    for name, value in estimates_p.items():
+        torch.testing.assert_close(estimates_m[name], value, atol=1e-5, rtol=0, msg=name)
+    assert torch.equal(assignment_m, assignment_p)

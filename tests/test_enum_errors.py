@@ -112,11 +112,15 @@ def test_markov_misuse():
     assert get_stack() == ()
 
 
-def test_sequential_enumeration_is_refused():
+def test_sequential_enumeration_in_the_model_is_refused():
     def model():
         pyro.sample("z", dist.Bernoulli(0.5), infer={"enumerate": "sequential"})
 
-    raises("site 'z': sequential enumeration is not supported", model, error=NotImplementedError)
+    raises(
+        "site 'z': sequential enumeration is supported in the guide only",
+        model,
+        error=NotImplementedError,
+    )
 
 
 def test_sites_with_different_scales():

@@ -34,7 +34,7 @@ def random_tables(seed, k0, k1, k2, n, m):
     }
 
 
-def build(tab, nested, z0_in_guide):
+def build(tab, nested, z0_in_guide, how="parallel"):
     n, m = tab["x2"].shape
 
     def model():
@@ -49,7 +49,7 @@ def build(tab, nested, z0_in_guide):
 
     def guide():
         if z0_in_guide:
-            pyro.sample("z0", dist.Categorical(tab["q0"]), infer={"enumerate": "parallel"})
+            pyro.sample("z0", dist.Categorical(tab["q0"]), infer={"enumerate": how})
 
     return config_enumerate(model), guide
 
@@ -99,10 +99,13 @@ def brute_force_elbo(tab, nested, z0_in_guide):
     m=st.integers(1, 2),
     nested=st.booleans(),
     z0_in_guide=st.booleans(),
+    how=st.sampled_from(["parallel", "sequential"]),
 )
-def test_enumerated_elbo_equals_brute_force(seed, k0, k1, k2, n, m, nested, z0_in_guide):
+def test_enumerated_elbo_equals_brute_force(seed, k0, k1, k2, n, m, nested, z0_in_guide, how):
+    """Global z0 (in the model, or in the guide, in parallel or one run per value), z1 per
+    outer element, z2 per inner element when nested."""
     tab = random_tables(seed, k0, k1, k2, n, m)
-    model, guide = build(tab, nested, z0_in_guide)
+    model, guide = build(tab, nested, z0_in_guide, how)
     loss = TraceEnum_ELBO(max_plate_nesting=2).loss(model, guide)
     expected = brute_force_elbo(tab, nested, z0_in_guide)
     assert math.isclose(-loss, expected, rel_tol=1e-5, abs_tol=1e-4)
@@ -184,3 +187,25 @@ def test_infer_discrete_map_of_a_one_hot_site():
 
     z = infer_discrete(model, first_available_dim=-2, temperature=0)()
     assert torch.equal(z, torch.eye(3)[torch.tensor([0, 2, 1])])
+
+
+def test_a_guide_that_turns_sequential_later_is_enumerated():
+    """The queue is skipped for a guide that showed no sequential site; when one appears, the
+    step is redone with it."""
+    probs = torch.tensor([0.2, 0.5, 0.3])
+    flag = {"sequential": False}
+
+    def model():
+        c = pyro.sample("c", dist.Categorical(probs))
+        pyro.sample("x", dist.Normal(c.float(), 1.0), obs=torch.tensor(1.4))
+
+    def guide():
+        how = "sequential" if flag["sequential"] else "parallel"
+        pyro.sample("c", dist.Categorical(torch.ones(3) / 3), infer={"enumerate": how})
+
+    elbo = TraceEnum_ELBO(max_plate_nesting=0)
+    parallel = elbo.loss(model, guide)
+    flag["sequential"] = True
+    assert math.isclose(elbo.loss(model, guide), parallel, rel_tol=1e-6)
+    fresh = TraceEnum_ELBO(max_plate_nesting=0).loss(model, guide)
+    assert math.isclose(fresh, parallel, rel_tol=1e-6)

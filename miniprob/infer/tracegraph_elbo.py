@@ -7,8 +7,8 @@ as in Pyro 1.9: the value of every such site is wrapped in a tensor that carries
 name, and every torch op on it passes the names of its inputs on to its outputs, so a site's
 log density knows which non-reparameterized draws it was computed from. Each ``z`` then gets
 ``score_function(z) * (downstream cost - baseline)``, the cost summed over the plates ``z`` is
-not in. (Pyro's docs describe the dependency as its dense trace graph; since 1.9 its numbers
-come from provenance, and these are those numbers.)
+not in. (The dense trace graph, which Pyro's docs describe, would take every later site as
+downstream; Pyro 1.9.2's numbers come from provenance, and these are those numbers.)
 
 Baselines (``infer={"baseline": {...}}`` on a guide site): ``use_decaying_avg_baseline`` with
 ``baseline_beta``, a ``baseline_value`` tensor or an ``nn_baseline`` module with its

@@ -33,12 +33,16 @@ Example::
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterator
+from queue import LifoQueue
+from typing import Any
 
 import torch
 
 from ...poutine.enum_messenger import enum
+from ...poutine.escape import queue
 from ...poutine.handlers import replay, trace
 from ...poutine.plate import prune_subsample_sites
 from ...poutine.trace_struct import Trace, scale_and_mask
@@ -139,29 +143,53 @@ class TraceEnum_ELBO(ELBO):
     in the model and in the guide (see the module docstring); Pyro's ``TraceEnum_ELBO``.
 
     ``max_plate_nesting`` must cover every plate of the model and guide: enumeration uses the
-    dims left of it. Sequential enumeration (``"sequential"``) is not supported.
+    dims left of it. Guide sites marked ``"sequential"`` are enumerated one value per run of
+    the guide (``poutine.queue``), each run's ELBO weighted by their probabilities, as Pyro
+    does; in the model only parallel enumeration is supported.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plain_guides: set[int] = set()  # ids of guides seen without sequential sites
 
     def _get_traces(
         self, model: Callable, guide: Callable, args: tuple, kwargs: dict
     ) -> Iterator[tuple[Trace, Trace]]:
         if self.max_plate_nesting == float("inf"):
             self._guess_max_plate_nesting(model, guide, args, kwargs)
-        if self.vectorize_particles:
-            if self.num_particles > 1:
-                model, guide = self._particle_plate(model), self._particle_plate(guide)
-            yield self._get_trace(model, guide, args, kwargs)
-        else:
-            for _ in range(self.num_particles):
-                yield self._get_trace(model, guide, args, kwargs)
+        unwrapped = guide
+        if self.vectorize_particles and self.num_particles > 1:
+            model, guide = self._particle_plate(model), self._particle_plate(guide)
+        # The guide runs under its enum handler, itself under a queue of partial traces that
+        # enumerates the sequential sites: one complete run (one trace pair) per combination.
+        guide_enum = enum(first_available_dim=-1 - int(self.max_plate_nesting))(guide)
+        pending = LifoQueue()
+        queued = queue(
+            guide_enum, queue=pending, escape_fn=_sequential_escape, extend_fn=_sequential_extend
+        )
+        plain, key = self._plain_guides, id(unwrapped)
+        for _ in range(1 if self.vectorize_particles else self.num_particles):
+            # A guide that showed no sequential site runs without the queue's extra handlers;
+            # should one appear after all, that run is dropped and the queue takes over.
+            if key in plain:
+                pair = self._get_trace(model, guide_enum, guide_enum, args, kwargs)
+                if not _has_sequential(pair[1]):
+                    yield pair
+                    continue
+                plain.discard(key)
+            pending.put(Trace())
+            while not pending.empty():
+                pair = self._get_trace(model, queued, guide_enum, args, kwargs)
+                if not _has_sequential(pair[1]):
+                    plain.add(key)
+                yield pair
 
     def _get_trace(
-        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+        self, model: Callable, guide: Callable, guide_enum: enum, args: tuple, kwargs: dict
     ) -> tuple[Trace, Trace]:
         mpn = int(self.max_plate_nesting)
+        guide_trace = trace(guide).get_trace(*args, **kwargs)
         # The model's enumeration dims continue left of the guide's (one allocator).
-        with enum(first_available_dim=-1 - mpn) as guide_enum:
-            guide_trace = trace(guide).get_trace(*args, **kwargs)
         with enum() as model_enum:
             model_trace = trace(replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
         if validation_enabled():
@@ -177,10 +205,12 @@ class TraceEnum_ELBO(ELBO):
                 for site in tr.nodes.values():
                     if site["type"] == "sample":
                         self._check_site_shape(site)
-                        if site["infer"].get("enumerate") == "sequential":
+                        sequential = site["infer"].get("enumerate") == "sequential"
+                        if sequential and site["name"] not in guide_trace.nodes:
                             raise NotImplementedError(
-                                f"site '{site['name']}': sequential enumeration is not "
-                                "supported; use infer={'enumerate': 'parallel'}"
+                                f"site '{site['name']}': sequential enumeration is supported "
+                                "in the guide only; use infer={'enumerate': 'parallel'} in "
+                                "the model"
                             )
                         enumerated = enumerated or bool(site["infer"].get("enumerate"))
             if self.strict_enumeration_warning and not enumerated:
@@ -200,6 +230,41 @@ class TraceEnum_ELBO(ELBO):
         if not isinstance(elbo, torch.Tensor):
             elbo = torch.tensor(float(elbo))
         return -elbo.detach(), -elbo
+
+
+def _has_sequential(guide_trace: Trace) -> bool:
+    return any(
+        site["type"] == "sample" and site["infer"].get("enumerate") == "sequential"
+        for site in guide_trace.nodes.values()
+    )
+
+
+def _sequential_escape(partial: Trace, msg: dict) -> bool:
+    """Stop at a guide site to enumerate sequentially that the partial trace lacks."""
+    return (
+        msg["type"] == "sample"
+        and not msg["is_observed"]
+        and msg["infer"].get("enumerate") == "sequential"
+        and msg["name"] not in partial
+    )
+
+
+def _sequential_extend(partial: Trace, msg: dict, num_samples: int | None = None) -> list[Trace]:
+    """One copy of ``partial`` per value of the site ``msg``, each knowing how many there are."""
+    fn = msg["fn"]
+    if not getattr(fn, "has_enumerate_support", False):
+        raise ValueError(
+            f"site '{msg['name']}' is marked for enumeration, but its distribution "
+            f"{type(fn).__name__} has no finite support to enumerate"
+        )
+    values = fn.enumerate_support(expand=msg["infer"].get("expand", False))
+    extended = []
+    for value in values:
+        site = dict(msg, value=value, infer=dict(msg["infer"], _enum_total=len(values)))
+        copy = partial.copy()
+        copy.add_site(msg["name"], site)
+        extended.append(copy)
+    return extended
 
 
 def _model_costs(model_trace: Trace, guide_trace: Trace, mpn: int) -> dict[frozenset, list[Factor]]:
@@ -283,10 +348,13 @@ def compute_enum_elbo(model_trace: Trace, guide_trace: Trace, mpn: int) -> torch
     costs = _model_costs(model_trace, guide_trace, mpn)
     guide_dims_of = guide_trace._site_dims
     dice: list[tuple[frozenset, Factor]] = []  # (ordinal, log weight) per guide site
+    counts: list[tuple[frozenset, int]] = []  # (ordinal, number of values) per sequential site
     for name, site in guide_trace.nodes.items():
         if site["type"] != "sample":
             continue
         ordinal = _ordinal(site)
+        if site["infer"].get("enumerate") == "sequential":
+            counts.append((ordinal, site["infer"]["_enum_total"]))
         dims = guide_dims_of[name]
         costs.setdefault(ordinal, []).append(site_factor(name, site, -site["log_prob"], dims, mpn))
         score = site["score_parts"][1]
@@ -298,6 +366,10 @@ def compute_enum_elbo(model_trace: Trace, guide_trace: Trace, mpn: int) -> torch
     elbo = 0.0
     for ordinal, terms in costs.items():
         weights = [f for o, f in dice if o <= ordinal]
+        # A cost that no sequential site is upstream of is added once per value of the site.
+        repeats = math.prod(n for o, n in counts if not o <= ordinal)
+        if repeats != 1:
+            terms = [Factor(cost.tensor / repeats, cost.dims) for cost in terms]
         for cost in terms:
             if not weights:
                 elbo = elbo + cost.tensor.sum()
