@@ -10,7 +10,9 @@ are killed.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import time
 import traceback
 from datetime import timedelta
@@ -92,6 +94,26 @@ def launch(worker, out, *args, world_size=2, timeout=90.0):
             raise RuntimeError(f"rank {rank} exited with code {p.exitcode} and wrote no result")
         results.append(torch.load(path, weights_only=False))
     return results, elapsed
+
+
+def run_script(command, timeout, **kwargs):
+    """``subprocess.run(command)`` in a session of its own, whose processes (torchrun's and
+    Lightning's children too) are all killed if it outlives ``timeout`` seconds."""
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 # ---- the model ------------------------------------------------------------------------------

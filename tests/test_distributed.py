@@ -9,7 +9,6 @@ ranks agree with each other bit for bit.
 """
 
 import os
-import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -242,13 +241,8 @@ def test_the_distributed_vae_tutorial_runs_in_fast_mode(tmp_path):
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, MINIPROB_FAST="1", MINIPROB_OUT=str(tmp_path), GLOO_SOCKET_IFNAME="lo")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, str(root / "tutorials" / "distributed_vae.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    script = root / "tutorials" / "distributed_vae.py"
+    result = workers.run_script([sys.executable, str(script)], timeout=600, env=env)
     assert result.returncode == 0, (
         f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-8000:]}"
     )

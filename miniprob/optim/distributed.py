@@ -24,7 +24,8 @@ and pass each batch (with its indices) to ``plate("data", N, subsample=indices)`
 draws its own random numbers: seed each rank differently (``set_rng_seed(seed + rank)``) for
 independent Monte Carlo noise. ``save_checkpoint(path, optim=distributed_optim)`` is
 collective (every rank calls it; rank 0 writes, with each rank's RNG state);
-``load_checkpoint`` on every rank resumes it.
+``load_checkpoint`` on every rank resumes it. A wrapped scheduler goes to both as
+``scheduler=`` itself (``scheduler.step()`` is called on it, or on the wrapper, alike).
 
 Example (one process, world size 1)::
 
