@@ -272,6 +272,15 @@ def healthy_run(rank, world_size, out):
     except Exception as e:
         results["mismatch"] = (type(e).__name__, str(e))
 
+    # A process group of its own (``group=``): the default one is not used.
+    pyro.clear_param_store()
+    pyro.set_rng_seed(100 + rank)
+    reg = Regression()
+    group = dist.new_group([0, 1])
+    svi = SVI(reg.model, reg.guide, DistributedOptimizer(Adam({"lr": LR}), group), Trace_ELBO())
+    step_all(svi.step, batches[:2])
+    results["group"] = params()
+
     # Collectives per step once every parameter has been broadcast.
     pyro.clear_param_store()
     reg = Regression()

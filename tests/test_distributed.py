@@ -73,6 +73,11 @@ def test_a_step_is_one_status_exchange_and_one_flat_gradient_all_reduce(healthy)
         assert result["collectives_in_3_steps"] == {"all_reduce": 6, "broadcast": 0}
 
 
+def test_a_distributed_optimizer_on_a_group_of_its_own(healthy):
+    (rank0, rank1), _ = healthy
+    assert_same(rank0["group"], rank1["group"])
+
+
 def test_a_parameter_created_after_the_first_step_agrees(healthy):
     (rank0, rank1), _ = healthy
     # ``bias_map`` is first read at step LATE, from a random init that differs per rank.
