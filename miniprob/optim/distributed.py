@@ -18,6 +18,9 @@ rank raise :class:`DistributedStepError`, naming the ranks and the parameters, i
 waiting forever in a mismatched collective; the failing rank raises its own error. A rank
 that dies without raising (killed, out of memory) is noticed by the process group: set its
 ``timeout`` (``init_process_group(..., timeout=timedelta(minutes=5))``) to bound the wait.
+Processes started with different world sizes never form a group: ``init_process_group``
+fails after that timeout, saying how many joined ("2/3 clients joined"); a checkpoint written
+by another number of ranks is refused by ``load_checkpoint``, naming both numbers.
 
 Shard the data with ``DataLoader(dataset, batch_size, sampler=DistributedSampler(dataset))``
 and pass each batch (with its indices) to ``plate("data", N, subsample=indices)``. Each rank
