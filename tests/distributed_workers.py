@@ -309,8 +309,8 @@ def healthy_run(rank, world_size, out):
 
 
 def failing_run(rank, world_size, out):
-    """Rank 1's model raises at step 2; then (the group still usable) rank 1 dies at step 2
-    of a second run without a word."""
+    """Rank 1's model raises at step 2; rank 1's optimizer update raises at step 1; then (the
+    group still usable) rank 1 dies at step 2 without a word."""
     results = {}
     batches = shards(rank, world_size, 4)
     pyro.clear_param_store()
@@ -333,6 +333,26 @@ def failing_run(rank, world_size, out):
             svi.step(x[idx], y[idx], idx, fail=rank == 1 and t == 2)
     except Exception as e:
         results["raised"] = (type(e).__name__, str(e), time.monotonic() - start)
+
+    # Rank 1's update raises at step 1 (after the gradients were averaged): rank 0 learns it
+    # at its next step.
+    class FailingAdam(Adam):
+        fail = False
+
+        def __call__(self, params, *args, **kwargs):
+            if self.fail:
+                raise FloatingPointError(f"update failed on rank {rank}")
+            super().__call__(params, *args, **kwargs)
+
+    pyro.clear_param_store()
+    inner = FailingAdam({"lr": LR})
+    svi_update = SVI(reg.model, reg.guide, DistributedOptimizer(inner), Trace_ELBO())
+    try:
+        for t, idx in enumerate(batches):
+            inner.fail = rank == 1 and t == 1
+            svi_update.step(x[idx], y[idx], idx)
+    except Exception as e:
+        results["update_raised"] = (type(e).__name__, str(e), t)
 
     start = time.monotonic()
     torch.save({"value": results}, Path(out) / f"rank{rank}.pt")  # what rank 1 leaves

@@ -117,6 +117,14 @@ def test_a_rank_that_raises_stops_every_rank_naming_it(failing):
     assert elapsed < TIMEOUT
 
 
+def test_a_rank_whose_update_raises_stops_the_others_at_their_next_step(failing):
+    (rank0, rank1), _ = failing
+    assert rank1["update_raised"] == ("FloatingPointError", "update failed on rank 1", 1)
+    kind, message, step = rank0["update_raised"]
+    assert (kind, step) == ("DistributedStepError", 2)
+    assert "rank 1 failed at step 1" in message and "update failed on rank 1" in message
+
+
 def test_a_rank_that_dies_ends_the_others_with_an_error(failing):
     (rank0, _), _ = failing
     kind, message, seconds = rank0["died"]

@@ -190,8 +190,10 @@ class DistributedOptimizer(PyroOptim):
         numel = sum(p.numel() for p in params)
         self._exchange(_STEP, self._last_signature, numel, lambda: (names, params))
         self._average_gradients(params)
-        self._steps += 1
         self.optim(params, *args, **kwargs)
+        # Counted once the update is done: a rank whose update raised stays behind, and the
+        # next exchange says so (its parameters are no longer the others').
+        self._steps += 1
 
     def _names(self, params: list[torch.Tensor]) -> list[str]:
         """The store names of ``params`` (the last step's, when they are the same tensors)."""
