@@ -224,7 +224,14 @@ def section(results: dict) -> str:
         f"loopback round trips (exchange and all-reduce: {ms['communication']:.1f} ms), which "
         "wait for the slower rank; and with 2 processes on 2 cores, anything else that runs (the "
         "other jobs on the machine) takes a core from a rank and stalls both. Weak scaling does "
-        "better: the fixed cost is paid once per 128 images on each core.",
+        "better: the fixed cost is paid once per 128 images on each core."
+        + (
+            f" The machine was oversubscribed during this run (load {results['load_average']:.1f} "
+            f"on {results['machine']['cores']} cores): these figures measure that contention as "
+            "much as the code; rerun on an idle machine for the code's own."
+            if results["load_average"] > results["machine"]["cores"]
+            else ""
+        ),
         "",
     ]
     return "\n".join(lines)

@@ -10,7 +10,9 @@ are killed.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import time
 import traceback
 from datetime import timedelta
@@ -92,6 +94,26 @@ def launch(worker, out, *args, world_size=2, timeout=90.0):
             raise RuntimeError(f"rank {rank} exited with code {p.exitcode} and wrote no result")
         results.append(torch.load(path, weights_only=False))
     return results, elapsed
+
+
+def run_script(command, timeout, **kwargs):
+    """``subprocess.run(command)`` in a session of its own, whose processes (torchrun's and
+    Lightning's children too) are all killed if it outlives ``timeout`` seconds."""
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 # ---- the model ------------------------------------------------------------------------------
@@ -250,6 +272,15 @@ def healthy_run(rank, world_size, out):
     except Exception as e:
         results["mismatch"] = (type(e).__name__, str(e))
 
+    # A process group of its own (``group=``): the default one is not used.
+    pyro.clear_param_store()
+    pyro.set_rng_seed(100 + rank)
+    reg = Regression()
+    group = dist.new_group([0, 1])
+    svi = SVI(reg.model, reg.guide, DistributedOptimizer(Adam({"lr": LR}), group), Trace_ELBO())
+    step_all(svi.step, batches[:2])
+    results["group"] = params()
+
     # Collectives per step once every parameter has been broadcast.
     pyro.clear_param_store()
     reg = Regression()
@@ -278,8 +309,8 @@ def healthy_run(rank, world_size, out):
 
 
 def failing_run(rank, world_size, out):
-    """Rank 1's model raises at step 2; then (the group still usable) rank 1 dies at step 2
-    of a second run without a word."""
+    """Rank 1's model raises at step 2; rank 1's optimizer update raises at step 1; then (the
+    group still usable) rank 1 dies at step 2 without a word."""
     results = {}
     batches = shards(rank, world_size, 4)
     pyro.clear_param_store()
@@ -302,6 +333,26 @@ def failing_run(rank, world_size, out):
             svi.step(x[idx], y[idx], idx, fail=rank == 1 and t == 2)
     except Exception as e:
         results["raised"] = (type(e).__name__, str(e), time.monotonic() - start)
+
+    # Rank 1's update raises at step 1 (after the gradients were averaged): rank 0 learns it
+    # at its next step.
+    class FailingAdam(Adam):
+        fail = False
+
+        def __call__(self, params, *args, **kwargs):
+            if self.fail:
+                raise FloatingPointError(f"update failed on rank {rank}")
+            super().__call__(params, *args, **kwargs)
+
+    pyro.clear_param_store()
+    inner = FailingAdam({"lr": LR})
+    svi_update = SVI(reg.model, reg.guide, DistributedOptimizer(inner), Trace_ELBO())
+    try:
+        for t, idx in enumerate(batches):
+            inner.fail = rank == 1 and t == 1
+            svi_update.step(x[idx], y[idx], idx)
+    except Exception as e:
+        results["update_raised"] = (type(e).__name__, str(e), t)
 
     start = time.monotonic()
     torch.save({"value": results}, Path(out) / f"rank{rank}.pt")  # what rank 1 leaves

@@ -9,7 +9,6 @@ ranks agree with each other bit for bit.
 """
 
 import os
-import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -74,6 +73,11 @@ def test_a_step_is_one_status_exchange_and_one_flat_gradient_all_reduce(healthy)
         assert result["collectives_in_3_steps"] == {"all_reduce": 6, "broadcast": 0}
 
 
+def test_a_distributed_optimizer_on_a_group_of_its_own(healthy):
+    (rank0, rank1), _ = healthy
+    assert_same(rank0["group"], rank1["group"])
+
+
 def test_a_parameter_created_after_the_first_step_agrees(healthy):
     (rank0, rank1), _ = healthy
     # ``bias_map`` is first read at step LATE, from a random init that differs per rank.
@@ -111,6 +115,14 @@ def test_a_rank_that_raises_stops_every_rank_naming_it(failing):
     assert "rank 1 failed at step 2" in message and "ValueError: boom on rank 1" in message
     assert rank1["raised"][:2] == ("ValueError", "boom on rank 1")
     assert elapsed < TIMEOUT
+
+
+def test_a_rank_whose_update_raises_stops_the_others_at_their_next_step(failing):
+    (rank0, rank1), _ = failing
+    assert rank1["update_raised"] == ("FloatingPointError", "update failed on rank 1", 1)
+    kind, message, step = rank0["update_raised"]
+    assert (kind, step) == ("DistributedStepError", 2)
+    assert "rank 1 failed at step 1" in message and "update failed on rank 1" in message
 
 
 def test_a_rank_that_dies_ends_the_others_with_an_error(failing):
@@ -242,13 +254,8 @@ def test_the_distributed_vae_tutorial_runs_in_fast_mode(tmp_path):
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, MINIPROB_FAST="1", MINIPROB_OUT=str(tmp_path), GLOO_SOCKET_IFNAME="lo")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, str(root / "tutorials" / "distributed_vae.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    script = root / "tutorials" / "distributed_vae.py"
+    result = workers.run_script([sys.executable, str(script)], timeout=600, env=env)
     assert result.returncode == 0, (
         f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-8000:]}"
     )

@@ -2,10 +2,10 @@
 skipped when ``lightning`` is not installed."""
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
+import distributed_workers as workers
 import pytest
 import torch
 
@@ -18,14 +18,8 @@ ROOT = SCRIPT.parent.parent
 def test_lightning_ddp_fits_through_the_elbo_module(tmp_path):
     env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", MASTER_ADDR="127.0.0.1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), str(tmp_path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    command = [sys.executable, str(SCRIPT), str(tmp_path)]
+    result = workers.run_script(command, timeout=300, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
     assert rank0.keys() == rank1.keys() == {"loc_map", "scale_map"}

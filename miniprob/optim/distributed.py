@@ -18,13 +18,17 @@ rank raise :class:`DistributedStepError`, naming the ranks and the parameters, i
 waiting forever in a mismatched collective; the failing rank raises its own error. A rank
 that dies without raising (killed, out of memory) is noticed by the process group: set its
 ``timeout`` (``init_process_group(..., timeout=timedelta(minutes=5))``) to bound the wait.
+Processes started with different world sizes never form a group: ``init_process_group``
+fails after that timeout, saying how many joined ("2/3 clients joined"); a checkpoint written
+by another number of ranks is refused by ``load_checkpoint``, naming both numbers.
 
 Shard the data with ``DataLoader(dataset, batch_size, sampler=DistributedSampler(dataset))``
 and pass each batch (with its indices) to ``plate("data", N, subsample=indices)``. Each rank
 draws its own random numbers: seed each rank differently (``set_rng_seed(seed + rank)``) for
 independent Monte Carlo noise. ``save_checkpoint(path, optim=distributed_optim)`` is
 collective (every rank calls it; rank 0 writes, with each rank's RNG state);
-``load_checkpoint`` on every rank resumes it.
+``load_checkpoint`` on every rank resumes it. A wrapped scheduler goes to both as
+``scheduler=`` itself (``scheduler.step()`` is called on it, or on the wrapper, alike).
 
 Example (one process, world size 1)::
 
@@ -186,8 +190,10 @@ class DistributedOptimizer(PyroOptim):
         numel = sum(p.numel() for p in params)
         self._exchange(_STEP, self._last_signature, numel, lambda: (names, params))
         self._average_gradients(params)
-        self._steps += 1
         self.optim(params, *args, **kwargs)
+        # Counted once the update is done: a rank whose update raised stays behind, and the
+        # next exchange says so (its parameters are no longer the others').
+        self._steps += 1
 
     def _names(self, params: list[torch.Tensor]) -> list[str]:
         """The store names of ``params`` (the last step's, when they are the same tensors)."""
