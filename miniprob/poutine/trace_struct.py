@@ -260,16 +260,15 @@ class Trace:
         try:
             log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
         except (ValueError, RuntimeError) as e:
+            # Pyro's message and shape table, then the plates the site sits in.
+            plates = "".join(
+                f"\ninside plate '{f.name}' (size {f.size}, dim {f.dim})"
+                for f in site.get("cond_indep_stack", ())
+                if f.dim is not None
+            )
             raise ValueError(
-                f"Error while computing log_prob at site '{name}': {e}\n"
-                f"value shape {tuple(torch.as_tensor(site['value']).shape)}, distribution "
-                f"batch shape {tuple(site['fn'].batch_shape)}, "
-                f"event shape {tuple(site['fn'].event_shape)}"
-                + "".join(
-                    f"; inside plate '{f.name}' (size {f.size}, dim {f.dim})"
-                    for f in site.get("cond_indep_stack", ())
-                    if f.dim is not None
-                )
+                f"Error while computing log_prob at site '{name}':\n{e}\n"
+                f"{self.format_shapes(last_site=name)}{plates}"
             ) from e
         site["unscaled_log_prob"] = log_p
         log_p = scale_and_mask(log_p, site["scale"], site["mask"])
@@ -318,20 +317,82 @@ class Trace:
                 else:
                     site["score_parts"] = (log_p, site["unscaled_log_prob"], 0)
 
-    def format_shapes(self, title: str | None = None, last_site: str | None = None) -> str:
-        """A table of each site's value and log_prob shapes, for debugging.
+    def format_shapes(self, title: str = "Trace Shapes:", last_site: str | None = None) -> str:
+        """Pyro's table of shapes, character for character: each param's shape, and for each
+        sample site the batch | event shapes of its distribution and value (and of its
+        ``log_prob``, once computed), up to ``last_site`` when given.
 
-        :param title: a first line, when given (Pyro's argument; miniprob's table has none).
-        :param last_site: the name of the site to end the table with (Pyro's argument).
+        Example::
+
+            >>> import torch, miniprob as pyro, miniprob.distributions as dist
+            >>> from miniprob import poutine
+            >>> def model():
+            ...     pyro.param("w", torch.ones(3))
+            ...     with pyro.plate("data", 5):
+            ...         pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            >>> table = poutine.trace(model).get_trace().format_shapes()
+            >>> print(table)  # doctest: +NORMALIZE_WHITESPACE
+            Trace Shapes:
+             Param Sites:
+                        w   3
+            Sample Sites:
+                data dist   |
+                    value 5 |
+                   x dist 5 | 2
+                    value 5 | 2
         """
-        rows = [] if title is None else [title]
+        if not self.nodes:
+            return title
+        rows: list[list[str | None]] = [[title], ["Param Sites:"]]
         for name, site in self.nodes.items():
-            if site["type"] in ("sample", "param") and isinstance(site.get("value"), torch.Tensor):
-                lp = site.get("log_prob")
-                lp_shape = "" if lp is None else str(tuple(lp.shape))
-                rows.append(
-                    f"{name:>20} {site['type']:>7} {tuple(site['value'].shape)!s:>16} {lp_shape}"
-                )
+            if site.get("type") == "param":
+                rows.append([name, None, *map(str, site["value"].shape)])
             if name == last_site:
                 break
-        return "\n".join(rows)
+        rows.append(["Sample Sites:"])
+        for name, site in self.nodes.items():
+            if site.get("type") == "sample":
+                batch_shape = getattr(site["fn"], "batch_shape", ())
+                event_shape = getattr(site["fn"], "event_shape", ())
+                rows.append([f"{name} dist", None, *map(str, batch_shape), "|", None])
+                rows[-1] += map(str, event_shape)
+                shape = getattr(site["value"], "shape", ())
+                split = len(shape) - len(event_shape)
+                rows.append(["value", None, *map(str, shape[:split]), "|", None])
+                rows[-1] += map(str, shape[split:])
+                if "log_prob" in site:
+                    log_prob_shape = getattr(site["log_prob"], "shape", ())
+                    rows.append(["log_prob", None, *map(str, log_prob_shape), "|", None])
+            if name == last_site:
+                break
+        return _format_table(rows)
+
+
+def _format_table(rows: list[list[str | None]]) -> str:
+    """Pyro's layout: ``None`` splits a row into three groups of cells (names, batch dims,
+    event dims); the first two groups are aligned on their right, the third on its left, and
+    every column of cells is right-justified to its widest cell."""
+    groups = []
+    for row in rows:
+        split: list[list[str]] = [[], [], []]
+        j = 0
+        for cell in row:
+            if cell is None:
+                j += 1
+            else:
+                split[j].append(cell)
+        groups.append(split)
+    widths = [max(len(g[j]) for g in groups) for j in range(3)]
+    table = [
+        [""] * (widths[0] - len(names))
+        + names
+        + [""] * (widths[1] - len(batch))
+        + batch
+        + event
+        + [""] * (widths[2] - len(event))
+        for names, batch, event in groups
+    ]
+    cell_widths = [max(len(cell) for cell in column) for column in zip(*table, strict=True)]
+    return "\n".join(
+        " ".join(cell.rjust(w) for cell, w in zip(row, cell_widths, strict=True)) for row in table
+    )
