@@ -33,6 +33,8 @@ def _as_distribution(name: str, fn: Any) -> Distribution:
     resolve = getattr(fn, "_miniprob_resolve", None)
     if resolve is not None:
         return resolve()
+    if _STACK.get():  # left to the handlers, as in Pyro (e.g. a lazy value a handler evaluates)
+        return fn
     raise TypeError(
         f"sample site '{name}': expected a torch.distributions.Distribution, "
         f"got {type(fn).__name__}: {fn!r}"

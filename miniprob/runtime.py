@@ -23,6 +23,8 @@ Example::
 from __future__ import annotations
 
 import copy
+import functools
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
@@ -246,6 +248,88 @@ def apply_stack(msg: Message) -> None:
         handler.postprocess_message(msg)
     if msg["continuation"] is not None:
         msg["continuation"](msg)
+
+
+def effectful(fn: Callable | None = None, type: str | None = None) -> Callable:
+    """Make ``fn`` an operation handlers can see: under any handler, a call
+    ``f(*args, name=None, infer=None, obs=None, **kwargs)`` becomes a message of ``type`` sent
+    through the stack (its value, unless a handler gives one, is ``fn(*args, **kwargs)``);
+    outside handlers it is a plain call. ``effectful(type=...)`` is a decorator.
+
+    Example::
+
+        >>> @effectful(type="apply")
+        ... def add(x, y):
+        ...     return x + y
+        >>> class Twice(Messenger):
+        ...     def _pyro_apply(self, msg):
+        ...         msg["value"] = 2 * msg["fn"](*msg["args"])
+        >>> with Twice():
+        ...     add(1, 2)
+        6
+        >>> add(1, 2)
+        3
+    """
+    if fn is None:
+        return functools.partial(effectful, type=type)
+    if getattr(fn, "_is_effectful", False):
+        return fn
+    if type is None or type == "message":
+        raise ValueError(f"effectful({fn!r}): give the operation a type= other than 'message'")
+
+    @functools.wraps(fn)
+    def operation(
+        *args: Any, name: str | None = None, infer: dict | None = None, obs: Any = None, **kwargs
+    ) -> Any:
+        if not _STACK.get():
+            return fn(*args, **kwargs)
+        msg = new_message(type, name, fn, args, kwargs, obs, obs is not None, infer)
+        apply_stack(msg)
+        return msg["value"]
+
+    operation._is_effectful = True
+    return operation
+
+
+def _inspect() -> Message:
+    """A message that has seen what every active handler does to a message before its effect
+    (enclosing plates, masks, scales): Pyro's ``_inspect``. Nothing is drawn and nothing is
+    recorded, as no default effect nor ``postprocess_message`` runs on it."""
+    msg = new_message("inspect", "_pyro_inspect", lambda: True, infer={"_do_not_trace": True})
+    for handler in reversed(_STACK.get()):
+        handler.process_message(msg)
+        if msg["stop"]:
+            break
+    return msg
+
+
+def get_mask() -> bool | torch.Tensor | None:
+    """The mask the enclosing ``poutine.mask`` handlers put on a site here (None: no mask).
+
+    Example::
+
+        >>> import torch
+        >>> from miniprob import poutine
+        >>> with poutine.mask(mask=torch.tensor(False)):
+        ...     get_mask()
+        tensor(False)
+        >>> get_mask() is None
+        True
+    """
+    return _inspect()["mask"]
+
+
+def get_plates() -> tuple[CondIndepStackFrame, ...]:
+    """The frames of the enclosing plates, outermost first.
+
+    Example::
+
+        >>> import miniprob as pyro
+        >>> with pyro.plate("a", 2), pyro.plate("b", 3):
+        ...     [(f.name, f.dim, f.size) for f in get_plates()]
+        [('a', -1, 2), ('b', -2, 3)]
+    """
+    return _inspect()["cond_indep_stack"]
 
 
 def new_message(

@@ -5,6 +5,7 @@ Example::
     >>> from miniprob.infer import SVI, Trace_ELBO, TraceMeanField_ELBO, Predictive
 """
 
+from ..validation import enable_validation, is_validation_enabled
 from .diagnostics import set_nonfinite_mode
 from .elbo import ELBO
 from .jit_elbo import JitTrace_ELBO
@@ -20,5 +21,7 @@ __all__ = [
     "SVI",
     "TraceMeanField_ELBO",
     "Trace_ELBO",
+    "enable_validation",
+    "is_validation_enabled",
     "set_nonfinite_mode",
 ]

@@ -28,7 +28,7 @@ import torch
 from ..poutine.handlers import block, replay, trace
 from ..poutine.plate import _Subsample, plate, prune_subsample_sites
 from ..poutine.trace_struct import Trace
-from ..validation import validation_enabled
+from ..validation import is_validation_enabled
 from .diagnostics import raise_nonfinite
 
 
@@ -73,7 +73,7 @@ class ELBO:
         """One guide trace and the model trace replayed against it, log densities computed."""
         guide_trace = trace(guide).get_trace(*args, **kwargs)
         model_trace = trace(replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-        if validation_enabled():
+        if is_validation_enabled():
             check_model_guide_match(
                 model_trace, guide_trace, self.max_plate_nesting, self._checked_pairs
             )
@@ -81,7 +81,7 @@ class ELBO:
         model_trace = prune_subsample_sites(model_trace)
         model_trace.compute_log_prob()
         guide_trace.compute_score_parts()
-        if validation_enabled():
+        if is_validation_enabled():
             for tr in (model_trace, guide_trace):
                 for site in tr.nodes.values():
                     if site["type"] == "sample":

@@ -12,7 +12,26 @@ Example::
     True
 """
 
-from ..runtime import Messenger, apply_stack, get_stack
+from ..runtime import Messenger, apply_stack, get_mask, get_stack
+from ..validation import enable_validation, is_validation_enabled
+
+# Pyro's module paths (``pyro.poutine.runtime.effectful``, ``pyro.poutine.messenger.Messenger``,
+# ...), reachable as attributes as in Pyro.
+from . import (  # noqa: F401
+    block_messenger,
+    condition_messenger,
+    indep_messenger,
+    mask_messenger,
+    messenger,
+    plate_messenger,
+    replay_messenger,
+    runtime,
+    scale_messenger,
+    seed_messenger,
+    substitute_messenger,
+    trace_messenger,
+    util,
+)
 from .handlers import block, condition, mask, replay, scale, seed, substitute, trace
 from .plate import plate, prune_subsample_sites
 from .trace_struct import Trace, scale_and_mask
@@ -23,7 +42,10 @@ __all__ = [
     "apply_stack",
     "block",
     "condition",
+    "enable_validation",
+    "get_mask",
     "get_stack",
+    "is_validation_enabled",
     "mask",
     "plate",
     "prune_subsample_sites",

@@ -16,7 +16,7 @@ import torch
 
 from ..runtime import Message, Messenger
 from ..util import get_rng_state, set_rng_seed, set_rng_state
-from ..validation import as_observation, check_observed, validation_enabled
+from ..validation import as_observation, check_observed, is_validation_enabled
 from .trace_struct import Trace
 from .util import site_is_subsample
 
@@ -49,6 +49,10 @@ def identify_dense_edges(trace: Trace) -> None:
         earlier.append((name, stack))
 
 
+_SAMPLE_AND_PARAM = frozenset(("sample", "param"))
+_PARAM = frozenset(("param",))
+
+
 class trace(Messenger):
     """Record every site into a :class:`Trace` (``param_only=True``: param sites only).
 
@@ -68,6 +72,7 @@ class trace(Messenger):
         super().__init__(fn)
         self.graph_type = graph_type
         self.param_only = param_only
+        self._recorded = _PARAM if param_only else _SAMPLE_AND_PARAM
         self.trace = Trace(graph_type)
         # The handlers this one is a copy of (see ``_wrap``): each shows the trace it records.
         self._shown_on: tuple[trace, ...] = ()
@@ -91,7 +96,9 @@ class trace(Messenger):
         return wrapped
 
     def postprocess_message(self, msg: Message) -> None:
-        if self.param_only and msg["type"] != "param":
+        # Sample and param sites only, as in Pyro (not the messages of ``effectful`` operations
+        # of other types, which may have no name).
+        if msg["type"] not in self._recorded:
             return
         # A copy: the trace's site must not change when another handler changes the message.
         self.trace.add_site(msg["name"], msg.copy())
@@ -259,7 +266,7 @@ class condition(Messenger):
         if value is not None:
             if not isinstance(value, torch.Tensor):
                 value = as_observation(value)
-            if validation_enabled():
+            if is_validation_enabled():
                 check_observed(name, msg["fn"], value)
         msg["value"] = value
         msg["is_observed"] = value is not None
@@ -267,7 +274,7 @@ class condition(Messenger):
 
 def _checked_scale(scale: Any) -> float | torch.Tensor:
     if isinstance(scale, torch.Tensor):
-        if validation_enabled() and not bool(((scale > 0) & torch.isfinite(scale)).all()):
+        if is_validation_enabled() and not bool(((scale > 0) & torch.isfinite(scale)).all()):
             raise ValueError(f"'scale' argument should be positive and finite, got {scale}")
         return scale
     if not (isinstance(scale, numbers.Real) and scale > 0 and math.isfinite(scale)):

@@ -27,7 +27,7 @@ from ..runtime import (
     dim_allocator,
     new_message,
 )
-from ..validation import validation_enabled
+from ..validation import is_validation_enabled
 from .trace_struct import Trace
 
 
@@ -122,7 +122,7 @@ class plate(Messenger):
         if subsample is not None:
             subsample = torch.as_tensor(subsample)
             if (
-                validation_enabled()
+                is_validation_enabled()
                 and subsample.numel()
                 and (bool(subsample.min() < 0) or bool(subsample.max() >= size))
             ):

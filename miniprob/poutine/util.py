@@ -1,4 +1,5 @@
-"""Pyro's ``pyro.poutine.util``: telling a subsampled plate's index site from the others.
+"""Pyro's ``pyro.poutine.util``: telling a subsampled plate's index site from the others, and
+the validation switch under Pyro's names there.
 
 Example::
 
@@ -17,6 +18,7 @@ Example::
 from __future__ import annotations
 
 from ..runtime import Message
+from ..validation import enable_validation, is_validation_enabled
 from .plate import _Subsample, prune_subsample_sites
 
 
@@ -25,4 +27,9 @@ def site_is_subsample(site: Message) -> bool:
     return site["type"] == "sample" and isinstance(site["fn"], _Subsample)
 
 
-__all__ = ["prune_subsample_sites", "site_is_subsample"]
+__all__ = [
+    "enable_validation",
+    "is_validation_enabled",
+    "prune_subsample_sites",
+    "site_is_subsample",
+]

@@ -1,0 +1,13 @@
+"""Pyro's path ``pyro.poutine.plate_messenger``: ``PlateMessenger`` is miniprob's
+:class:`~miniprob.poutine.plate.plate` (one class under two names).
+
+Example::
+
+    >>> import miniprob as pyro
+    >>> PlateMessenger is pyro.plate
+    True
+"""
+
+from .plate import plate as PlateMessenger  # noqa: N812 (Pyro's name)
+
+__all__ = ["PlateMessenger"]
