@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -28,12 +29,18 @@ from .params import _CURRENT, module_param_name
 from .runtime import _STACK, apply_stack, new_message
 from .validation import _ENABLED, as_observation, check_observed
 
+# Values that are mistakes at a sample site, refused at once (numbers, tensors, names).
+_NEVER_DISTRIBUTIONS = (numbers.Number, torch.Tensor, str, bytes)
+
 
 def _as_distribution(name: str, fn: Any) -> Distribution:
     resolve = getattr(fn, "_miniprob_resolve", None)
     if resolve is not None:
         return resolve()
-    if _STACK.get():  # left to the handlers, as in Pyro (e.g. a lazy value a handler evaluates)
+    if _STACK.get() and not (callable(fn) or isinstance(fn, _NEVER_DISTRIBUTIONS)):
+        # An object of the user's own kind is left to the handlers, as in Pyro (the effect
+        # handlers tutorial's lazy values); with no handler giving a value, the default effect
+        # refuses it.
         return fn
     raise TypeError(
         f"sample site '{name}': expected a torch.distributions.Distribution, "
@@ -65,13 +72,12 @@ def sample(
         raise NotImplementedError(f"sample site '{name}': obs_mask is not supported")
     if not isinstance(fn, Distribution):
         fn = _as_distribution(name, fn)
-    if obs is not None:
-        if not isinstance(obs, torch.Tensor):
-            obs = as_observation(obs)
-        if _ENABLED[0]:
-            check_observed(name, fn, obs)
+    if obs is not None and not isinstance(obs, torch.Tensor):
+        obs = as_observation(obs)
     if not _STACK.get():
         if obs is not None:
+            if _ENABLED[0]:  # no trace will score it: checked now
+                check_observed(name, fn, obs)
             return obs
         if fn.has_rsample:
             return fn.rsample(*args, **kwargs)

@@ -201,9 +201,10 @@ def _broadcast_to_plates(msg: Message) -> None:
         if shape[dim] != f.size:
             if shape[dim] != 1 or dim in claimed:
                 raise ValueError(
-                    f"Shape mismatch at site '{msg['name']}' inside plate('{f.name}') at dim "
-                    f"{dim}: the plate has size {f.size} but the distribution's batch_shape "
-                    f"{tuple(actual)} has size {shape[dim]} there"
+                    f"Shape mismatch inside plate('{f.name}') at site {msg['name']} dim {dim}, "
+                    f"{f.size} vs {shape[dim]}: at site '{msg['name']}' inside plate('{f.name}') "
+                    f"at dim {dim} the plate has size {f.size} but the distribution's "
+                    f"batch_shape {tuple(actual)} has size {shape[dim]} there"
                 )
             shape[dim] = f.size
         claimed += (dim,)
@@ -226,9 +227,14 @@ def default_process_message(msg: Message) -> None:
     fn = msg["fn"]
     if callable(fn):
         msg["value"] = fn(*msg["args"], **msg["kwargs"])
-    else:  # a plain torch distribution, which has no Pyro-style __call__
+    elif isinstance(fn, torch.distributions.Distribution):  # a plain torch distribution
         draw = fn.rsample if fn.has_rsample else fn.sample
         msg["value"] = draw(*msg["args"], **msg["kwargs"])
+    else:
+        raise TypeError(
+            f"{msg['type']} site '{msg['name']}': expected a torch.distributions.Distribution, "
+            f"got {type(fn).__name__}: {fn!r}"
+        )
     msg["done"] = True
 
 
@@ -379,18 +385,24 @@ class _DimAllocator:
                 dim -= 1
         elif dim >= 0:
             raise ValueError(
-                f"plate '{name}': expected dim < 0 (counted from the right), got {dim}"
+                f"Expected dim < 0 to index from the right, actual {dim} (plate '{name}')"
             )
         while dim < -len(stack):
             stack.append(None)
         if stack[-1 - dim] is not None:
             raise ValueError(
+                f'at plates "{name}" and "{stack[-1 - dim]}", collide at dim={dim}: '
                 f"plates '{name}' and '{stack[-1 - dim]}' both claim dim={dim}; "
                 f"give one of them another dim, e.g. dim={dim - 1}"
             )
         stack[-1 - dim] = name
         _PLATE_NAMES.set(tuple(stack))
         return dim
+
+    @property
+    def _stack(self) -> list[str | None]:
+        """Pyro's view: index ``-1 - dim`` holds the name of the plate using ``dim``."""
+        return list(_PLATE_NAMES.get())
 
     def free(self, name: str, dim: int) -> None:
         stack = list(_PLATE_NAMES.get())

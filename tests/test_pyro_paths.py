@@ -344,3 +344,116 @@ def test_settings_interface_is_pyros():
         mp.settings.set(validate_poutine="yes")
     with pytest.raises(KeyError, match="no setting named 'nope'"):
         mp.settings.get("nope")
+
+
+# ---- errors: Pyro's exception types and wording -----------------------------------------------
+
+
+def duplicate_sample(lib):
+    lib.sample("x", lib.distributions.Normal(0.0, 1.0))
+    lib.sample("x", lib.distributions.Normal(0.0, 1.0))
+
+
+def sample_after_param(lib):
+    lib.param("x", torch.zeros(1))
+    lib.sample("x", lib.distributions.Normal(0.0, 1.0))
+
+
+def plate_shape_mismatch(lib):
+    with lib.plate("data", 3):
+        lib.sample("x", lib.distributions.Normal(torch.zeros(4), 1.0))
+
+
+def param_shape_in_plate(lib):
+    with lib.plate("data", 10, subsample_size=3):
+        lib.param("p", torch.zeros(7, 2), event_dim=1)
+
+
+def two_plates_one_dim(lib):
+    with lib.plate("a", 3, dim=-1), lib.plate("b", 4, dim=-1):
+        pass
+
+
+def duplicate_plate(lib):
+    with lib.plate("p", 2), lib.plate("p", 2):
+        pass
+
+
+def plate_of_size_zero(lib):
+    with lib.plate("foo", 0):
+        pass
+
+
+def plate_with_positive_dim(lib):
+    with lib.plate("q", 2, dim=0):
+        pass
+
+
+def block_hide_and_expose(lib):
+    lib.poutine.block(lambda: None, hide=["x"], expose=["x"])()
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        duplicate_sample,
+        sample_after_param,
+        plate_shape_mismatch,
+        param_shape_in_plate,
+        two_plates_one_dim,
+        duplicate_plate,
+        plate_of_size_zero,
+        plate_with_positive_dim,
+        block_hide_and_expose,
+    ],
+)
+def test_errors_have_pyros_type_and_words(program):
+    """miniprob's error is an instance of Pyro's exception type and carries Pyro's message (its
+    first line; Pyro's trace handler appends a shape table), then says more."""
+    errors = []
+    for lib in (pyro, mp):
+        lib.clear_param_store()
+        with pytest.raises(Exception) as info:
+            lib.poutine.trace(program).get_trace(lib)
+        errors.append(info.value)
+    theirs, ours = errors
+    assert isinstance(ours, type(theirs)), (type(ours), type(theirs))
+    pyro_words = str(theirs).split("\n")[0]
+    assert pyro_words in str(ours)
+    assert len(str(ours)) > len(pyro_words) or not pyro_words
+
+
+def test_an_observation_outside_the_support_is_reported_when_scored_as_in_pyro():
+    def model(lib, v):
+        lib.sample("test_site", lib.distributions.Beta(1.0, 1.0), obs=v)
+
+    for lib in (pyro, mp):
+        for method, words in [
+            ("compute_log_prob", "log_prob"),
+            ("log_prob_sum", "log_prob_sum"),
+            ("compute_score_parts", "score_parts"),
+        ]:
+            tr = lib.poutine.trace(model).get_trace(lib, torch.tensor(2.0))  # recorded
+            with pytest.raises(
+                ValueError, match=f"Error while computing {words} at site 'test_site':"
+            ):
+                getattr(tr, method)()
+    with pytest.raises(ValueError, match="'test_site'.*support"):
+        model(mp, torch.tensor(2.0))  # outside any handler, nothing will score it: checked now
+
+
+def test_trace_elbo_warns_about_enumeration_and_refuses_baselines_with_a_reason():
+    def model(lib, infer):
+        lib.sample("a", lib.distributions.Bernoulli(0.5))
+
+    def guide(lib, infer):
+        lib.sample("a", lib.distributions.Bernoulli(0.5), infer=infer)
+
+    for lib in (pyro, mp):
+        with pytest.warns(UserWarning, match="you need to use TraceEnum_ELBO instead"):
+            lib.infer.Trace_ELBO().loss(model, guide, lib, {"enumerate": "parallel"})
+    for elbo in (mp.infer.Trace_ELBO(), mp.infer.TraceMeanField_ELBO()):
+        with pytest.raises(ValueError, match="guide site 'a'.*no baselines.*TraceGraph_ELBO"):
+            elbo.loss(model, guide, mp, {"baseline": {"use_decaying_avg_baseline": True}})
+    with mp.validation_enabled(False):
+        mp.infer.Trace_ELBO().loss(model, guide, mp, {"baseline": {}})  # validation off: as Pyro

@@ -139,10 +139,6 @@ def scale_and_mask(tensor: Any, scale: Any = 1.0, mask: Any = None) -> Any:
     """
     if is_identically_zero(tensor):
         return tensor
-    if mask is True:
-        mask = None
-    elif mask is False:
-        return torch.zeros_like(tensor)
     return _scale_and_mask(tensor, scale, mask)
 
 

@@ -16,7 +16,7 @@ import torch
 
 from ..runtime import Message, Messenger
 from ..util import get_rng_state, set_rng_seed, set_rng_state
-from ..validation import as_observation, check_observed, is_validation_enabled
+from ..validation import as_observation, is_validation_enabled
 from .trace_struct import Trace
 from .util import site_is_subsample
 
@@ -49,10 +49,6 @@ def identify_dense_edges(trace: Trace) -> None:
         earlier.append((name, stack))
 
 
-_SAMPLE_AND_PARAM = frozenset(("sample", "param"))
-_PARAM = frozenset(("param",))
-
-
 class trace(Messenger):
     """Record every site into a :class:`Trace` (``param_only=True``: param sites only).
 
@@ -72,7 +68,6 @@ class trace(Messenger):
         super().__init__(fn)
         self.graph_type = graph_type
         self.param_only = param_only
-        self._recorded = _PARAM if param_only else _SAMPLE_AND_PARAM
         self.trace = Trace(graph_type)
         # The handlers this one is a copy of (see ``_wrap``): each shows the trace it records.
         self._shown_on: tuple[trace, ...] = ()
@@ -96,10 +91,9 @@ class trace(Messenger):
         return wrapped
 
     def postprocess_message(self, msg: Message) -> None:
-        # Sample and param sites only, as in Pyro (not the messages of ``effectful`` operations
-        # of other types, which may have no name).
-        if msg["type"] not in self._recorded:
-            return
+        kind = msg["type"]
+        if kind != "param" and (self.param_only or kind != "sample"):
+            return  # other effects (a scope, a subsample) are no sites
         # A copy: the trace's site must not change when another handler changes the message.
         self.trace.add_site(msg["name"], msg.copy())
 
@@ -163,6 +157,11 @@ class replay(Messenger):
             msg["value"] = self.params[name]
 
 
+class BlockArgumentError(ValueError, AssertionError):
+    """``block`` told to hide and expose one site: a ``ValueError``, and the
+    ``AssertionError`` Pyro raises."""
+
+
 class block(Messenger):
     """Hide sites from the handlers outside this one (all of them by default).
 
@@ -193,7 +192,7 @@ class block(Messenger):
     ):
         super().__init__(fn)
         if hide_fn is not None and expose_fn is not None:
-            raise ValueError("block: give hide_fn or expose_fn, not both")
+            raise ValueError("Only specify one of hide_fn or expose_fn (block: give one, not both)")
         if hide_fn is not None:
             self.hide_fn = hide_fn
             return
@@ -211,10 +210,14 @@ class block(Messenger):
         hide, expose = set(hide or ()), set(expose or ())
         hide_types, expose_types = set(hide_types or ()), set(expose_types or ())
         if hide & expose:
-            raise ValueError(f"block: sites {sorted(hide & expose)} are both hidden and exposed")
+            raise BlockArgumentError(
+                f"cannot hide and expose a site: block: sites {sorted(hide & expose)} are both "
+                "hidden and exposed"
+            )
         if hide_types & expose_types:
-            raise ValueError(
-                f"block: types {sorted(hide_types & expose_types)} are both hidden and exposed"
+            raise BlockArgumentError(
+                f"cannot hide and expose a site type: block: types "
+                f"{sorted(hide_types & expose_types)} are both hidden and exposed"
             )
         self._rule = (hide, expose, hide_types, expose_types, hide_all)
         self.hide_fn = self._default_hide
@@ -263,11 +266,10 @@ class condition(Messenger):
             value = self.data[name]
         else:
             return
-        if value is not None:
-            if not isinstance(value, torch.Tensor):
-                value = as_observation(value)
-            if is_validation_enabled():
-                check_observed(name, msg["fn"], value)
+        if value is not None and not isinstance(value, torch.Tensor):
+            value = as_observation(value)
+        # The value is checked against the distribution when its log density is computed
+        # (:meth:`Trace.compute_log_prob`), as in Pyro.
         msg["value"] = value
         msg["is_observed"] = value is not None
 
@@ -328,9 +330,9 @@ class mask(Messenger):
         if fn is not None and not callable(fn):
             fn, mask = None, fn
         super().__init__(fn)
-        if isinstance(mask, bool):
-            mask = torch.tensor(mask)
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        if not isinstance(mask, bool) and (
+            not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool
+        ):
             found = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ValueError(
                 f"'mask' argument should be a bool or a torch.bool tensor, got {found}"

@@ -31,6 +31,10 @@ from ..validation import is_validation_enabled
 from .trace_struct import Trace
 
 
+class PlateSizeError(ValueError, ZeroDivisionError):
+    """A plate of size 0: a ``ValueError``, and the ``ZeroDivisionError`` Pyro raises."""
+
+
 class _Subsample(Distribution):
     """The random indices of a subsampled plate; its log density is zero."""
 
@@ -101,9 +105,11 @@ class plate(Messenger):
         super().__init__()
         if dim is not None and dim >= 0:
             raise ValueError(
-                f"plate '{name}': expected dim < 0 (counted from the right), got {dim}"
+                f"Expected dim < 0 to index from the right, actual {dim} (plate '{name}')"
             )
         if size is not None and not isinstance(size, torch.Tensor) and size <= 0:
+            if size == 0:
+                raise PlateSizeError(f"size cannot be zero: plate '{name}' needs a positive size")
             raise ValueError(f"plate '{name}': size must be positive, got {size}")
         if use_cuda and device is None:
             device = "cuda"
@@ -212,9 +218,10 @@ class plate(Messenger):
         if len(shape) >= -dim and shape[dim] != 1:
             if shape[dim] != self.size:
                 raise ValueError(
-                    f"param '{msg['name']}' (event_dim={event_dim}) inside plate('{self.name}', "
-                    f"{self.size}, dim={self.dim}) has size {shape[dim]} at dim {dim}, "
-                    f"expected {self.size} or 1"
+                    f"Inside pyro.plate({self.name}, {self.size}, dim={self.dim}) invalid shape "
+                    f"of pyro.param({msg['name']}, ..., event_dim={event_dim}): {shape}: "
+                    f"param '{msg['name']}' inside plate '{self.name}' has size {shape[dim]} at "
+                    f"dim {dim}, expected {self.size} or 1"
                 )
             if self.subsample_size < self.size:
                 msg["value"] = value.index_select(dim, self.indices.to(value.device))

@@ -23,16 +23,21 @@ from typing import Any
 import torch
 
 from ..distributions.shape import MaskedDistribution
+from ..validation import _ENABLED as _VALIDATION
+from ..validation import check_observed
 
 Site = dict[str, Any]
 
 
 def scale_and_mask(tensor: torch.Tensor, scale: Any = 1.0, mask: Any = None) -> torch.Tensor:
-    """``tensor * scale``, zeroed where ``mask`` is False (the same arithmetic as Pyro)."""
-    if mask is None:
+    """``tensor * scale``, zeroed where ``mask`` (a bool tensor, or a bool) is False (the same
+    arithmetic as Pyro)."""
+    if mask is None or mask is True:
         if type(scale) in (float, int) and scale == 1:
             return tensor
         return tensor * scale
+    if mask is False:
+        return torch.zeros_like(tensor)
     return torch.where(mask, tensor * scale, tensor.new_zeros(()))
 
 
@@ -256,19 +261,28 @@ class Trace:
         return [n for n, s in self.nodes.items() if s["type"] == "param"]
 
     # log densities
-    def _site_log_prob(self, name: str, site: Site) -> torch.Tensor:
+    def _site_log_prob(self, name: str, site: Site, computing: str = "log_prob") -> torch.Tensor:
         try:
+            if site["is_observed"] and _VALIDATION[0]:
+                # An observation is checked here, where Pyro's distributions check it (it was
+                # recorded unchecked): the error carries Pyro's wording and the shape table.
+                check_observed(name, site["fn"], site["value"])
             log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
         except (ValueError, RuntimeError) as e:
-            # Pyro's message and shape table, then the plates the site sits in.
-            plates = "".join(
-                f"\ninside plate '{f.name}' (size {f.size}, dim {f.dim})"
+            # Pyro's message and shape table, then the shapes and plates in words.
+            fn = site["fn"]
+            details = (
+                f"value shape {tuple(getattr(site['value'], 'shape', ()))}, distribution "
+                f"batch shape {tuple(getattr(fn, 'batch_shape', ()))}, "
+                f"event shape {tuple(getattr(fn, 'event_shape', ()))}"
+            ) + "".join(
+                f"; inside plate '{f.name}' (size {f.size}, dim {f.dim})"
                 for f in site.get("cond_indep_stack", ())
                 if f.dim is not None
             )
             raise ValueError(
-                f"Error while computing log_prob at site '{name}':\n{e}\n"
-                f"{self.format_shapes(last_site=name)}{plates}"
+                f"Error while computing {computing} at site '{name}':\n{e}\n"
+                f"{self.format_shapes(last_site=name)}\n{details}"
             ) from e
         site["unscaled_log_prob"] = log_p
         log_p = scale_and_mask(log_p, site["scale"], site["mask"])
@@ -291,7 +305,7 @@ class Trace:
         for name, site in self.nodes.items():
             if site["type"] == "sample" and site_filter(name, site):
                 if "log_prob_sum" not in site:
-                    self._site_log_prob(name, site)
+                    self._site_log_prob(name, site, "log_prob_sum")
                 result = result + site["log_prob_sum"]
         return result
 
@@ -307,7 +321,7 @@ class Trace:
             if site["type"] == "sample" and "score_parts" not in site:
                 log_p = site.get("log_prob")
                 if log_p is None:
-                    log_p = self._site_log_prob(name, site)
+                    log_p = self._site_log_prob(name, site, "score_parts")
                 fn = site["fn"]
                 if fn.has_rsample:
                     site["score_parts"] = (log_p, 0, log_p)
