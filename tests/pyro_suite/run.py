@@ -74,19 +74,21 @@ def parse_junit(text: str) -> dict[str, int]:
 
 def run_file(
     source: Path,
-    test_file: str,
+    test_file: str | tuple[str, ...],
     reference: bool = False,
     strict: bool = False,
     timeout: float = 1800.0,
     extra_args: tuple[str, ...] = (),
 ) -> dict[str, int]:
-    """Run one of Pyro's test files (a path relative to ``source``) in a subprocess."""
+    """Run one of Pyro's test files (a path relative to ``source``, or pytest node ids; several
+    in a tuple) in a subprocess."""
+    files = (test_file,) if isinstance(test_file, str) else test_file
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.xml"
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         if not reference:
             cmd += ["-p", "miniprob_as_pyro"]
-        cmd += [f"--junitxml={report}", "-o", "junit_family=xunit1", *extra_args, test_file]
+        cmd += [f"--junitxml={report}", "-o", "junit_family=xunit1", *extra_args, *files]
         env = dict(os.environ)
         env.pop("MINIPROB_PYRO_SUITE_STRICT", None)
         if strict:
