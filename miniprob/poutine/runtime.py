@@ -9,7 +9,8 @@ Example::
     (True, False)
 """
 
-from ..runtime import (
+from ..runtime import (  # noqa: I001
+    _DIM_ALLOCATOR,  # noqa: F401 (Pyro's name; its ``_stack`` lists the plates using dims)
     CondIndepStackFrame,
     Message,
     am_i_wrapped,
