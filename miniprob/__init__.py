@@ -12,7 +12,7 @@ Example::
     >>> model(torch.randn(5))
 """
 
-from . import distributions, infer, nn, optim, poutine, settings
+from . import distributions, infer, nn, optim, poutine, settings, util
 from .blackbox import black_box
 from .checkpoint import load_checkpoint, save_checkpoint
 from .deferred import Constrained, DeferredDistribution, deferred
@@ -61,5 +61,6 @@ __all__ = [
     "set_rng_seed",
     "settings",
     "subsample",
+    "util",
     "validation_enabled",
 ]

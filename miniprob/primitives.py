@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -29,11 +30,19 @@ from .poutine.handlers import mask
 from .runtime import _STACK, apply_stack, new_message
 from .validation import _ENABLED, as_observation, check_observed
 
+# Values that are mistakes at a sample site, refused at once (numbers, tensors, names).
+_NEVER_DISTRIBUTIONS = (numbers.Number, torch.Tensor, str, bytes)
+
 
 def _as_distribution(name: str, fn: Any) -> Distribution:
     resolve = getattr(fn, "_miniprob_resolve", None)
     if resolve is not None:
         return resolve()
+    if _STACK.get() and not (callable(fn) or isinstance(fn, _NEVER_DISTRIBUTIONS)):
+        # An object of the user's own kind is left to the handlers, as in Pyro (the effect
+        # handlers tutorial's lazy values); with no handler giving a value, the default effect
+        # refuses it.
+        return fn
     raise TypeError(
         f"sample site '{name}': expected a torch.distributions.Distribution, "
         f"got {type(fn).__name__}: {fn!r}"
@@ -67,13 +76,12 @@ def sample(
         return _masked_observe(name, fn, obs, obs_mask, *args, **kwargs)
     if not isinstance(fn, Distribution):
         fn = _as_distribution(name, fn)
-    if obs is not None:
-        if not isinstance(obs, torch.Tensor):
-            obs = as_observation(obs, name)
-        if _ENABLED[0]:
-            check_observed(name, fn, obs)
+    if obs is not None and not isinstance(obs, torch.Tensor):
+        obs = as_observation(obs, name)
     if not _STACK.get():
         if obs is not None:
+            if _ENABLED[0]:  # no trace will score it: checked now
+                check_observed(name, fn, obs)
             return obs
         if fn.has_rsample:
             return fn.rsample(*args, **kwargs)

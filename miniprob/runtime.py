@@ -23,6 +23,8 @@ Example::
 from __future__ import annotations
 
 import copy
+import functools
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
@@ -199,9 +201,10 @@ def _broadcast_to_plates(msg: Message) -> None:
         if shape[dim] != f.size:
             if shape[dim] != 1 or dim in claimed:
                 raise ValueError(
-                    f"Shape mismatch at site '{msg['name']}' inside plate('{f.name}') at dim "
-                    f"{dim}: the plate has size {f.size} but the distribution's batch_shape "
-                    f"{tuple(actual)} has size {shape[dim]} there"
+                    f"Shape mismatch inside plate('{f.name}') at site {msg['name']} dim {dim}, "
+                    f"{f.size} vs {shape[dim]}: at site '{msg['name']}' inside plate('{f.name}') "
+                    f"at dim {dim} the plate has size {f.size} but the distribution's "
+                    f"batch_shape {tuple(actual)} has size {shape[dim]} there"
                 )
             shape[dim] = f.size
         claimed += (dim,)
@@ -224,9 +227,14 @@ def default_process_message(msg: Message) -> None:
     fn = msg["fn"]
     if callable(fn):
         msg["value"] = fn(*msg["args"], **msg["kwargs"])
-    else:  # a plain torch distribution, which has no Pyro-style __call__
+    elif isinstance(fn, torch.distributions.Distribution):  # a plain torch distribution
         draw = fn.rsample if fn.has_rsample else fn.sample
         msg["value"] = draw(*msg["args"], **msg["kwargs"])
+    else:
+        raise TypeError(
+            f"{msg['type']} site '{msg['name']}': expected a torch.distributions.Distribution, "
+            f"got {type(fn).__name__}: {fn!r}"
+        )
     msg["done"] = True
 
 
@@ -246,6 +254,88 @@ def apply_stack(msg: Message) -> None:
         handler.postprocess_message(msg)
     if msg["continuation"] is not None:
         msg["continuation"](msg)
+
+
+def effectful(fn: Callable | None = None, type: str | None = None) -> Callable:
+    """Make ``fn`` an operation handlers can see: under any handler, a call
+    ``f(*args, name=None, infer=None, obs=None, **kwargs)`` becomes a message of ``type`` sent
+    through the stack (its value, unless a handler gives one, is ``fn(*args, **kwargs)``);
+    outside handlers it is a plain call. ``effectful(type=...)`` is a decorator.
+
+    Example::
+
+        >>> @effectful(type="apply")
+        ... def add(x, y):
+        ...     return x + y
+        >>> class Twice(Messenger):
+        ...     def _pyro_apply(self, msg):
+        ...         msg["value"] = 2 * msg["fn"](*msg["args"])
+        >>> with Twice():
+        ...     add(1, 2)
+        6
+        >>> add(1, 2)
+        3
+    """
+    if fn is None:
+        return functools.partial(effectful, type=type)
+    if getattr(fn, "_is_effectful", False):
+        return fn
+    if type is None or type == "message":
+        raise ValueError(f"effectful({fn!r}): give the operation a type= other than 'message'")
+
+    @functools.wraps(fn)
+    def operation(
+        *args: Any, name: str | None = None, infer: dict | None = None, obs: Any = None, **kwargs
+    ) -> Any:
+        if not _STACK.get():
+            return fn(*args, **kwargs)
+        msg = new_message(type, name, fn, args, kwargs, obs, obs is not None, infer)
+        apply_stack(msg)
+        return msg["value"]
+
+    operation._is_effectful = True
+    return operation
+
+
+def _inspect() -> Message:
+    """A message that has seen what every active handler does to a message before its effect
+    (enclosing plates, masks, scales): Pyro's ``_inspect``. Nothing is drawn and nothing is
+    recorded, as no default effect nor ``postprocess_message`` runs on it."""
+    msg = new_message("inspect", "_pyro_inspect", lambda: True, infer={"_do_not_trace": True})
+    for handler in reversed(_STACK.get()):
+        handler.process_message(msg)
+        if msg["stop"]:
+            break
+    return msg
+
+
+def get_mask() -> bool | torch.Tensor | None:
+    """The mask the enclosing ``poutine.mask`` handlers put on a site here (None: no mask).
+
+    Example::
+
+        >>> import torch
+        >>> from miniprob import poutine
+        >>> with poutine.mask(mask=torch.tensor(False)):
+        ...     get_mask()
+        tensor(False)
+        >>> get_mask() is None
+        True
+    """
+    return _inspect()["mask"]
+
+
+def get_plates() -> tuple[CondIndepStackFrame, ...]:
+    """The frames of the enclosing plates, outermost first.
+
+    Example::
+
+        >>> import miniprob as pyro
+        >>> with pyro.plate("a", 2), pyro.plate("b", 3):
+        ...     [(f.name, f.dim, f.size) for f in get_plates()]
+        [('a', -1, 2), ('b', -2, 3)]
+    """
+    return _inspect()["cond_indep_stack"]
 
 
 def new_message(
@@ -295,18 +385,24 @@ class _DimAllocator:
                 dim -= 1
         elif dim >= 0:
             raise ValueError(
-                f"plate '{name}': expected dim < 0 (counted from the right), got {dim}"
+                f"Expected dim < 0 to index from the right, actual {dim} (plate '{name}')"
             )
         while dim < -len(stack):
             stack.append(None)
         if stack[-1 - dim] is not None:
             raise ValueError(
+                f'at plates "{name}" and "{stack[-1 - dim]}", collide at dim={dim}: '
                 f"plates '{name}' and '{stack[-1 - dim]}' both claim dim={dim}; "
                 f"give one of them another dim, e.g. dim={dim - 1}"
             )
         stack[-1 - dim] = name
         _PLATE_NAMES.set(tuple(stack))
         return dim
+
+    @property
+    def _stack(self) -> list[str | None]:
+        """Pyro's view: index ``-1 - dim`` holds the name of the plate using ``dim``."""
+        return list(_PLATE_NAMES.get())
 
     def free(self, name: str, dim: int) -> None:
         stack = list(_PLATE_NAMES.get())

@@ -1,108 +1,132 @@
-"""Global settings, as Pyro's ``pyro.settings``: ``get``, ``set``, ``context`` and ``register``.
+"""Global settings under Pyro's interface (``pyro.settings``): ``get``, ``set``, ``context``
+and ``register``, each setting an alias for a module attribute (``"module", "Deep.name"``).
 
-A setting is a module-level variable registered under an alias, with an optional validator;
-``set`` validates every value before changing any. miniprob registers ``module_local_params``
-(:mod:`miniprob.nn.module`); an alias no module registered is an error naming the known ones.
+miniprob has one validation switch where Pyro has several: ``validate_distributions_pyro``,
+``validate_poutine`` and ``validate_infer`` all read and set it
+(:func:`miniprob.enable_validation`); ``validate_distributions_torch`` is torch's default for
+``validate_args``.
 
 Example::
 
     >>> import miniprob as pyro
-    >>> with pyro.settings.context(module_local_params=True):
-    ...     pyro.settings.get("module_local_params")
-    True
-    >>> pyro.settings.get("module_local_params")
+    >>> with pyro.settings.context(validate_poutine=False):
+    ...     pyro.settings.get("validate_infer")
     False
+    >>> pyro.settings.get("validate_infer")
+    True
 """
 
 from __future__ import annotations
 
-import sys
+import builtins
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib import import_module
 from typing import Any
 
+# alias -> (module name, dotted attribute name, validator or None)
 _REGISTRY: dict[str, tuple[str, str, Callable[[Any], None] | None]] = {}
 
 
-def _entry(alias: str) -> tuple[str, str, Callable[[Any], None] | None]:
+def _lookup(alias: str) -> tuple[str, str, Callable[[Any], None] | None]:
     try:
         return _REGISTRY[alias]
     except KeyError:
-        raise KeyError(f"settings: no setting '{alias}'; known: {sorted(_REGISTRY)}") from None
+        raise KeyError(
+            f"no setting named '{alias}' (registered: {', '.join(sorted(_REGISTRY))})"
+        ) from None
 
 
 def get(alias: str | None = None) -> Any:
-    """The value of setting ``alias``, or a dict of all settings when ``alias`` is None.
-
-    Example::
-
-        >>> get()["module_local_params"]
-        False
-    """
+    """The value of one setting, or a dict of all of them (``alias=None``)."""
     if alias is None:
-        return {name: get(name) for name in _REGISTRY}
-    modulename, varname, _ = _entry(alias)
-    return getattr(sys.modules[modulename], varname)
+        return {name: get(name) for name in sorted(_REGISTRY)}
+    module, deep_name, _ = _lookup(alias)
+    value: Any = import_module(module)
+    for name in deep_name.split("."):
+        value = getattr(value, name)
+    return value
 
 
-def set(**kwargs: Any) -> None:  # noqa: A001 (Pyro's name)
-    """Set the settings given as keywords; all are validated before any is changed.
-
-    Example::
-
-        >>> set(module_local_params=True); get("module_local_params")
-        True
-        >>> set(module_local_params=False)
-    """
+def set(**kwargs: Any) -> None:
+    """Set settings by alias: ``set(validate_poutine=False)``; every value is validated before
+    any is changed."""
     for alias, value in kwargs.items():
-        _, _, validator = _entry(alias)
+        validator = _lookup(alias)[2]
         if validator is not None:
             validator(value)
     for alias, value in kwargs.items():
-        modulename, varname, _ = _REGISTRY[alias]
-        setattr(sys.modules[modulename], varname, value)
+        module, deep_name, _ = _REGISTRY[alias]
+        *path, last = deep_name.split(".")
+        target: Any = import_module(module)
+        for name in path:
+            target = getattr(target, name)
+        setattr(target, last, value)
 
 
 @contextmanager
 def context(**kwargs: Any) -> Iterator[None]:
-    """Set the settings given as keywords inside the ``with`` block, restoring them on exit.
-
-    Example::
-
-        >>> with context(module_local_params=True):
-        ...     get("module_local_params")
-        True
-    """
+    """Set settings inside a ``with`` block (or a decorated function), restoring them after."""
     old = {alias: get(alias) for alias in kwargs}
-    set(**kwargs)
     try:
+        set(**kwargs)
         yield
     finally:
         set(**old)
 
 
 def register(
-    alias: str, modulename: str, varname: str, validator: Callable[[Any], None] | None = None
-) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
-    """Register the variable ``varname`` of module ``modulename`` as setting ``alias``; the
-    returned decorator registers the function it decorates as the validator (as in Pyro).
+    alias: str, modulename: str, deepname: str, validator: Callable[[Any], None] | None = None
+) -> Callable:
+    """Register a setting: ``alias`` names the attribute ``deepname`` of module ``modulename``.
+    Returns a decorator that registers a validator (called with each value set), as in Pyro.
 
     Example::
 
-        >>> import sys, types
-        >>> sys.modules["example_settings"] = types.SimpleNamespace(LIMIT=3)
-        >>> @register("example_limit", "example_settings", "LIMIT")
-        ... def _check(value):
-        ...     if value < 0:
-        ...         raise ValueError("example_limit: should be >= 0")
-        >>> get("example_limit")
-        3
-        >>> del _REGISTRY["example_limit"], sys.modules["example_settings"]
+        >>> import miniprob.settings as settings
+        >>> _ = settings.register("my_threshold", "math", "pi")
+        >>> round(settings.get("my_threshold"), 2)
+        3.14
+        >>> del settings._REGISTRY["my_threshold"]
     """
-    _REGISTRY[alias] = modulename, varname, validator
+    _REGISTRY[alias] = (modulename, deepname, validator)
 
-    def decorator(fn: Callable[[Any], None]) -> Callable[[Any], None]:
-        _REGISTRY[alias] = modulename, varname, fn
+    def set_validator(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        _REGISTRY[alias] = (modulename, deepname, fn)
         return fn
 
-    return decorator
+    return set_validator
+
+
+class _ValidationFlag:
+    """miniprob's validation switch as an attribute, for :func:`register`."""
+
+    @property
+    def enabled(self) -> bool:
+        from .validation import is_validation_enabled
+
+        return is_validation_enabled()
+
+    @enabled.setter
+    def enabled(self, value: bool) -> None:
+        from .validation import enable_validation
+
+        enable_validation(value)
+
+
+def _check_bool(value: Any) -> None:
+    if not isinstance(value, builtins.bool):
+        raise TypeError(f"expected a bool, got {type(value).__name__}: {value!r}")
+
+
+VALIDATION = _ValidationFlag()
+for _alias in ("validate_distributions_pyro", "validate_poutine", "validate_infer"):
+    register(_alias, __name__, "VALIDATION.enabled", _check_bool)
+register(
+    "validate_distributions_torch",
+    "torch.distributions.distribution",
+    "Distribution._validate_args",
+    _check_bool,
+)
+
+__all__ = ["context", "get", "register", "set"]

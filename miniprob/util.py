@@ -1,4 +1,5 @@
-"""Small utilities: seeding, saving and restoring every random number generator miniprob uses.
+"""Small utilities: seeding, saving and restoring every random number generator miniprob uses,
+and the helpers Pyro's users import from ``pyro.util`` (warning filters, NaN/inf warnings).
 
 Example::
 
@@ -10,8 +11,13 @@ Example::
 
 from __future__ import annotations
 
+import math
 import numbers
 import random
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -132,3 +138,131 @@ def set_rng_state(state: dict[str, Any]) -> None:
         import numpy as np
 
         np.random.set_state(state["numpy"])
+
+
+class ExperimentalWarning(UserWarning):
+    """Warns that a feature's interface may change (Pyro's category)."""
+
+
+@contextmanager
+def ignore_experimental_warning() -> Iterator[None]:
+    """Silence :class:`ExperimentalWarning` inside the block.
+
+    Example::
+
+        >>> with ignore_experimental_warning():
+        ...     warnings.warn("new", ExperimentalWarning)
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=ExperimentalWarning)
+        yield
+
+
+@contextmanager
+def ignore_jit_warnings(filter: list | None = None) -> Iterator[None]:
+    """Silence ``torch.jit.TracerWarning`` inside the block while a jit trace is being
+    recorded (outside one it changes nothing, as in Pyro). ``filter``: the messages to silence,
+    each a string or a ``(message, category)`` pair; None silences every tracer warning.
+
+    Example::
+
+        >>> with ignore_jit_warnings():
+        ...     x = torch.ones(2).tolist()
+    """
+    if not torch._C._get_tracing_state():
+        yield
+        return
+    with warnings.catch_warnings():
+        if filter is None:
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        else:
+            for message in filter:
+                category = torch.jit.TracerWarning
+                if isinstance(message, tuple):
+                    message, category = message
+                warnings.filterwarnings("ignore", category=category, message=message)
+        yield
+
+
+def torch_isnan(x: Any) -> Any:
+    """Whether a number is NaN, or a tensor holds any NaN (a bool tensor).
+
+    Example::
+
+        >>> torch_isnan(float("nan")), bool(torch_isnan(torch.ones(2)))
+        (True, False)
+    """
+    if isinstance(x, numbers.Number):
+        return x != x
+    return torch.isnan(x).any()
+
+
+def torch_isinf(x: Any) -> Any:
+    """Whether a number is infinite, or a tensor holds any infinity (a bool tensor)."""
+    if isinstance(x, numbers.Number):
+        return x in (math.inf, -math.inf)
+    return torch.isinf(x).any()
+
+
+def _caller(filename: str | None, lineno: int | None) -> tuple[str, int]:
+    if filename is not None:
+        return filename, lineno if isinstance(lineno, int) else 1
+    frame = sys._getframe(2)
+    return frame.f_code.co_filename, frame.f_lineno
+
+
+def warn_if_nan(
+    value: Any, msg: str = "", *, filename: str | None = None, lineno: int | None = None
+) -> Any:
+    """Warn (a ``UserWarning`` at the caller's line) if ``value`` holds a NaN, and, for a tensor
+    that requires grad, if its gradient does; ``value`` is returned as it is.
+
+    Example::
+
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _ = warn_if_nan(torch.tensor(float("nan")), "loss")
+        >>> str(caught[0].message)
+        'Encountered NaN: loss'
+    """
+    filename, lineno = _caller(filename, lineno)
+    if isinstance(value, torch.Tensor) and value.requires_grad:
+        value.register_hook(
+            lambda g: warn_if_nan(g, "backward " + msg, filename=filename, lineno=lineno)
+        )
+    if torch_isnan(value):
+        warnings.warn_explicit(
+            "Encountered NaN" + (": " + msg if msg else "."), UserWarning, filename, lineno
+        )
+    return value
+
+
+def warn_if_inf(
+    value: Any,
+    msg: str = "",
+    allow_posinf: bool = False,
+    allow_neginf: bool = False,
+    *,
+    filename: str | None = None,
+    lineno: int | None = None,
+) -> Any:
+    """Warn if ``value`` (or, for a tensor that requires grad, its gradient) holds +inf or
+    -inf, unless allowed; ``value`` is returned as it is."""
+    filename, lineno = _caller(filename, lineno)
+    if isinstance(value, torch.Tensor) and value.requires_grad:
+        value.register_hook(
+            lambda g: warn_if_inf(
+                g, "backward " + msg, allow_posinf, allow_neginf, filename=filename, lineno=lineno
+            )
+        )
+    for sign, allowed in (("+", allow_posinf), ("-", allow_neginf)):
+        inf = math.inf if sign == "+" else -math.inf
+        found = value == inf if isinstance(value, numbers.Number) else (value == inf).any()
+        if not allowed and found:
+            warnings.warn_explicit(
+                f"Encountered {sign}inf" + (": " + msg if msg else "."),
+                UserWarning,
+                filename,
+                lineno,
+            )
+    return value

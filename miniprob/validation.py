@@ -40,8 +40,8 @@ def enable_validation(is_validate: bool = True) -> None:
     _ENABLED[0] = bool(is_validate)
 
 
-def validation_enabled() -> bool:
-    """Whether miniprob's site checks are on."""
+def is_validation_enabled() -> bool:
+    """Whether miniprob's site checks are on (Pyro's name for the getter)."""
     return _ENABLED[0]
 
 
@@ -111,6 +111,46 @@ def check_program(fn: Any, role: str, where: str) -> None:
             f"{where}: the {role} {name!r} is {kind}; calling it runs none of its statements. "
             "Use a plain def"
         )
+
+
+class validation_enabled:  # noqa: N801 (a function in Pyro, and in use)
+    """Pyro's context manager, validation on (or ``is_validate``) inside, the previous state
+    restored on exit; called with no argument outside a ``with``, it also reads as whether the
+    checks are on (``bool(validation_enabled())``), as miniprob's getter of that name did.
+
+    Example::
+
+        >>> import miniprob as pyro
+        >>> with pyro.validation_enabled(False):
+        ...     pyro.validation_enabled()
+        False
+        >>> bool(pyro.validation_enabled())
+        True
+    """
+
+    __slots__ = ("is_validate", "_previous")
+
+    def __init__(self, is_validate: bool = True) -> None:
+        self.is_validate = is_validate
+
+    def __enter__(self) -> validation_enabled:
+        self._previous = _ENABLED[0]
+        enable_validation(self.is_validate)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _ENABLED[0] = self._previous
+
+    def __bool__(self) -> bool:
+        return _ENABLED[0]
+
+    def __eq__(self, other: object) -> bool:
+        return _ENABLED[0] == other
+
+    __hash__ = None  # equal to a bool that changes: not hashable
+
+    def __repr__(self) -> str:
+        return repr(_ENABLED[0])
 
 
 def as_observation(obs: object, name: str = "?") -> torch.Tensor:

@@ -101,12 +101,16 @@ def test_observed_value_outside_support(d, value, support):
 
     with pytest.raises(ValueError, match=rf"sample site 'y': observed value.*support.*{support}"):
         model()
-    with pytest.raises(ValueError, match=r"sample site 'y'"):
-        get_trace(model)
-    with pytest.raises(ValueError, match=r"sample site 'y'"):
-        get_trace(poutine.condition(lambda: pyro.sample("y", d), data={"y": torch.tensor(value)}))
+    # Recorded unchecked, checked when scored, as in Pyro.
+    conditioned = poutine.condition(lambda: pyro.sample("y", d), data={"y": torch.tensor(value)})
+    for program in (model, conditioned):
+        tr = get_trace(program)
+        with pytest.raises(ValueError, match=r"computing log_prob_sum at site 'y'"):
+            tr.log_prob_sum()
+        with pytest.raises(ValueError, match=rf"sample site 'y': observed value.*{support}"):
+            tr.compute_log_prob()
     pyro.enable_validation(False)
-    get_trace(model)  # validation off: no check
+    get_trace(model).compute_log_prob()  # validation off: no check
 
 
 def test_batch_shape_does_not_fit_plate():

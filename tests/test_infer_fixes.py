@@ -530,9 +530,13 @@ def test_format_shapes_takes_pyros_title_and_last_site():
 
     tr = miniprob.poutine.trace(program).get_trace()
     full = tr.format_shapes()
-    assert [line.split()[0] for line in full.splitlines()] == ["p", "data", "a", "b"]
-    lines = tr.format_shapes(title="Trace Shapes:", last_site="a").splitlines()
-    assert lines == ["Trace Shapes:", *full.splitlines()[:3]]
+    assert full.splitlines()[0].strip() == "Trace Shapes:"
+    lines = tr.format_shapes(title="Shapes", last_site="a").splitlines()
+    assert lines[0].strip() == "Shapes"
+    assert [line.split()[0] for line in lines[1:]] == ["Param", "p", "Sample", "data", "value"] + [
+        "a",
+        "value",
+    ]
 
 
 # ---- TraceMeanField_ELBO: a point-mass guide, and an infinite closed-form KL -----------------

@@ -739,7 +739,7 @@ def test_module_local_params_refuse_a_stray_param_statement():
 def test_settings_are_validated_and_restored():
     with pytest.raises(TypeError, match="module_local_params should be a bool"):
         miniprob.settings.set(module_local_params=1)
-    with pytest.raises(KeyError, match="no setting 'nope'"):
+    with pytest.raises(KeyError, match="no setting named 'nope'"):
         miniprob.settings.get("nope")
     with miniprob.settings.context(module_local_params=True):
         assert miniprob.settings.get()["module_local_params"] is True

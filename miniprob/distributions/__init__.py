@@ -23,6 +23,7 @@ from torch.distributions import Distribution, kl_divergence, register_kl  # noqa
 
 from . import constraints, transforms  # noqa: F401
 from .delta import Delta  # noqa: F401
+from .empirical import Empirical  # noqa: F401
 from .fast_paths import FAST_METHODS
 from .shape import (  # noqa: F401
     Independent,
@@ -67,13 +68,24 @@ __all__ = sorted(
         *_WRAPPED,
         "Delta",
         "Distribution",
+        "Empirical",
         "Independent",
         "MaskedDistribution",
         "ShapeHelpers",
         "TorchDistribution",
         "constraints",
+        "enable_validation",
+        "is_validation_enabled",
         "kl_divergence",
         "register_kl",
+        "testing",
         "transforms",
+        "util",
+        "validation_enabled",
     ]
 )
+
+# Pyro's paths: ``pyro.distributions.util``, ``.testing.fakes`` and the validation switch.
+from . import testing, util  # noqa: E402, F401
+from .testing import fakes  # noqa: E402, F401
+from .util import enable_validation, is_validation_enabled, validation_enabled  # noqa: E402, F401

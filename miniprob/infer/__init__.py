@@ -5,6 +5,7 @@ Example::
     >>> from miniprob.infer import SVI, Trace_ELBO, TraceMeanField_ELBO, Predictive
 """
 
+from ..validation import enable_validation, is_validation_enabled
 from . import autoguide, reparam
 from .diagnostics import set_nonfinite_mode
 from .elbo import ELBO
@@ -31,5 +32,7 @@ __all__ = [
     "config_enumerate",
     "infer_discrete",
     "reparam",
+    "enable_validation",
+    "is_validation_enabled",
     "set_nonfinite_mode",
 ]

@@ -30,7 +30,7 @@ from ..poutine.handlers import block, replay, trace
 from ..poutine.plate import _Subsample, plate, prune_subsample_sites
 from ..poutine.trace_struct import Trace
 from ..runtime import Message, Messenger
-from ..validation import validation_enabled
+from ..validation import is_validation_enabled
 from .diagnostics import raise_nonfinite
 
 
@@ -76,7 +76,7 @@ class ELBO:
         """One guide trace and the model trace replayed against it, log densities computed."""
         guide_trace = trace(guide).get_trace(*args, **kwargs)
         model_trace = trace(replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-        if validation_enabled():
+        if is_validation_enabled():
             check_model_guide_match(
                 model_trace, guide_trace, self.max_plate_nesting, self._checked_pairs
             )
@@ -84,7 +84,7 @@ class ELBO:
         model_trace = prune_subsample_sites(model_trace)
         model_trace.compute_log_prob()
         guide_trace.compute_score_parts()
-        if validation_enabled():
+        if is_validation_enabled():
             for tr in (model_trace, guide_trace):
                 for site in tr.nodes.values():
                     if site["type"] == "sample":
@@ -324,6 +324,42 @@ def _particle_mean(values: list, num_particles: int) -> Any:
     for value in values[1:]:
         total = total + value / num_particles
     return total
+
+
+def check_infer_options(guide_trace: Trace, elbo_name: str) -> None:
+    """What an ELBO that draws every guide site does with ``infer`` options it does not act on,
+    as Pyro's ``Trace_ELBO``: it warns about sites marked for enumeration, and (where Pyro
+    would ignore it silently) refuses ``infer={"baseline": ...}``.
+
+    Example::
+
+        >>> import miniprob as pyro, miniprob.distributions as dist
+        >>> from miniprob import poutine
+        >>> guide = lambda: pyro.sample("z", dist.Bernoulli(0.5), infer={"baseline": {}})
+        >>> check_infer_options(poutine.trace(guide).get_trace(), "Trace_ELBO")
+        Traceback (most recent call last):
+        ...
+        ValueError: guide site 'z': Trace_ELBO has no baselines (infer={'baseline': ...}); ...
+    """
+    enumerated = []
+    for name, site in guide_trace.nodes.items():
+        infer = site.get("infer")
+        if not infer or site["type"] != "sample":
+            continue
+        if "baseline" in infer:
+            raise ValueError(
+                f"guide site '{name}': {elbo_name} has no baselines (infer={{'baseline': ...}}); "
+                "use TraceGraph_ELBO to reduce the variance of score-function gradients with "
+                "them, or remove the option"
+            )
+        if infer.get("enumerate"):
+            enumerated.append(name)
+    if enumerated:
+        warnings.warn(
+            f"Found sample sites configured for enumeration: {', '.join(enumerated)}\n"
+            "If you want to enumerate sites, you need to use TraceEnum_ELBO instead.",
+            stacklevel=5,
+        )
 
 
 def check_model_guide_match(

@@ -19,10 +19,13 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ..poutine.trace_struct import Trace
-from .elbo import ELBO
+from ..validation import _ENABLED as _VALIDATION
+from .elbo import ELBO, check_infer_options
 
 
 class _PlateSums:
@@ -69,6 +72,12 @@ class Trace_ELBO(ELBO):
     ``score_function * (downstream log p - log q)``, where the downstream cost is summed over the
     plates that do not contain the site (plate-aware Rao-Blackwellization, as in Pyro).
     """
+
+    def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
+        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        if _VALIDATION[0]:
+            check_infer_options(guide_trace, type(self).__name__)
+        return model_trace, guide_trace
 
     def _differentiable_loss_particle(
         self, model_trace: Trace, guide_trace: Trace

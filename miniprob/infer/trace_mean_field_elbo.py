@@ -19,11 +19,14 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.distributions import kl_divergence
 
 from ..poutine.trace_struct import Trace, scale_and_mask
-from .elbo import ELBO
+from ..validation import _ENABLED as _VALIDATION
+from .elbo import ELBO, check_infer_options
 
 
 def _check_reparameterized(site: dict) -> None:
@@ -36,6 +39,12 @@ def _check_reparameterized(site: dict) -> None:
 
 class TraceMeanField_ELBO(ELBO):
     """ELBO with closed-form KL terms; loss values and gradients equal Pyro's."""
+
+    def _get_trace(self, model: Callable, guide: Callable, args: tuple, kwargs: dict):
+        model_trace, guide_trace = super()._get_trace(model, guide, args, kwargs)
+        if _VALIDATION[0]:
+            check_infer_options(guide_trace, type(self).__name__)
+        return model_trace, guide_trace
 
     def _differentiable_loss_particle(
         self, model_trace: Trace, guide_trace: Trace

@@ -12,7 +12,26 @@ Example::
     True
 """
 
-from ..runtime import Messenger, apply_stack, get_stack
+from ..runtime import Messenger, apply_stack, get_mask, get_stack
+from ..validation import enable_validation, is_validation_enabled
+
+# Pyro's module paths (``pyro.poutine.runtime.effectful``, ``pyro.poutine.messenger.Messenger``,
+# ...), reachable as attributes as in Pyro.
+from . import (  # noqa: F401
+    block_messenger,
+    condition_messenger,
+    indep_messenger,
+    mask_messenger,
+    messenger,
+    plate_messenger,
+    replay_messenger,
+    runtime,
+    scale_messenger,
+    seed_messenger,
+    substitute_messenger,
+    trace_messenger,
+    util,
+)
 from .enum_messenger import enum, markov
 from .escape import NonlocalExit, escape, queue
 from .handlers import block, condition, mask, replay, scale, seed, substitute, trace
@@ -39,6 +58,10 @@ __all__ = [
     "infer_config",
     "lift",
     "markov",
+    "enable_validation",
+    "get_mask",
+    "get_stack",
+    "is_validation_enabled",
     "mask",
     "name_count",
     "plate",

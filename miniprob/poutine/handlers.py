@@ -16,7 +16,7 @@ import torch
 
 from ..runtime import Message, Messenger
 from ..util import check_rng_seed, get_rng_state, set_rng_seed, set_rng_state
-from ..validation import as_observation, check_names, check_observed, validation_enabled
+from ..validation import as_observation, check_names, is_validation_enabled
 from .plate import _Subsample
 from .trace_struct import Trace
 from .util import site_is_subsample
@@ -175,6 +175,11 @@ class replay(Messenger):
             msg["value"] = self.params[name]
 
 
+class BlockArgumentError(ValueError, AssertionError):
+    """``block`` told to hide and expose one site: a ``ValueError``, and the
+    ``AssertionError`` Pyro raises."""
+
+
 class block(Messenger):
     """Hide sites from the handlers outside this one (all of them by default).
 
@@ -205,7 +210,7 @@ class block(Messenger):
     ):
         super().__init__(fn)
         if hide_fn is not None and expose_fn is not None:
-            raise ValueError("block: give hide_fn or expose_fn, not both")
+            raise ValueError("Only specify one of hide_fn or expose_fn (block: give one, not both)")
         if hide_fn is not None:
             self.hide_fn = hide_fn
             return
@@ -230,10 +235,14 @@ class block(Messenger):
         hide, expose = set(hide or ()), set(expose or ())
         hide_types, expose_types = set(hide_types or ()), set(expose_types or ())
         if hide & expose:
-            raise ValueError(f"block: sites {sorted(hide & expose)} are both hidden and exposed")
+            raise BlockArgumentError(
+                f"cannot hide and expose a site: block: sites {sorted(hide & expose)} are both "
+                "hidden and exposed"
+            )
         if hide_types & expose_types:
-            raise ValueError(
-                f"block: types {sorted(hide_types & expose_types)} are both hidden and exposed"
+            raise BlockArgumentError(
+                f"cannot hide and expose a site type: block: types "
+                f"{sorted(hide_types & expose_types)} are both hidden and exposed"
             )
         self._rule = (hide, expose, hide_types, expose_types, hide_all)
         self.hide_fn = self._default_hide
@@ -282,18 +291,17 @@ class condition(Messenger):
             value = self.data[name]
         else:
             return
-        if value is not None:
-            if not isinstance(value, torch.Tensor):
-                value = as_observation(value, name)
-            if validation_enabled():
-                check_observed(name, msg["fn"], value)
+        if value is not None and not isinstance(value, torch.Tensor):
+            value = as_observation(value, name)
+        # The value is checked against the distribution when its log density is computed
+        # (:meth:`Trace.compute_log_prob`), as in Pyro.
         msg["value"] = value
         msg["is_observed"] = value is not None
 
 
 def _checked_scale(scale: Any) -> float | torch.Tensor:
     if isinstance(scale, torch.Tensor):
-        if validation_enabled() and not bool(((scale > 0) & torch.isfinite(scale)).all()):
+        if is_validation_enabled() and not bool(((scale > 0) & torch.isfinite(scale)).all()):
             raise ValueError(f"'scale' argument should be positive and finite, got {scale}")
         return scale
     if not (isinstance(scale, numbers.Real) and scale > 0 and math.isfinite(scale)):
@@ -347,9 +355,9 @@ class mask(Messenger):
         if fn is not None and not callable(fn):
             fn, mask = None, fn
         super().__init__(fn)
-        if isinstance(mask, bool):
-            mask = torch.tensor(mask)
-        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        if not isinstance(mask, bool) and (
+            not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool
+        ):
             found = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ValueError(
                 f"'mask' argument should be a bool or a torch.bool tensor, got {found}"

@@ -28,8 +28,12 @@ from ..runtime import (
     dim_allocator,
     new_message,
 )
-from ..validation import validation_enabled
+from ..validation import is_validation_enabled
 from .trace_struct import Trace
+
+
+class PlateSizeError(ValueError, ZeroDivisionError):
+    """A plate of size 0: a ``ValueError``, and the ``ZeroDivisionError`` Pyro raises."""
 
 
 class _Subsample(Distribution):
@@ -124,9 +128,13 @@ class plate(Messenger):
         super().__init__()
         if dim is not None and dim >= 0:
             raise ValueError(
-                f"plate '{name}': expected dim < 0 (counted from the right), got {dim}"
+                f"Expected dim < 0 to index from the right, actual {dim} (plate '{name}')"
             )
         if size is not None:
+            if size == 0 and not isinstance(size, torch.Tensor):
+                raise PlateSizeError(
+                    f"plate '{name}': size must be a positive int, got 0 (size cannot be zero)"
+                )
             size = _checked_count(name, "size", size)
         if subsample_size is not None:
             subsample_size = _checked_count(name, "subsample_size", subsample_size)
@@ -157,7 +165,7 @@ class plate(Messenger):
                     f"{subsample.dtype}"
                 )
             if (
-                validation_enabled()
+                is_validation_enabled()
                 and subsample.numel()
                 and (bool(subsample.min() < 0) or bool(subsample.max() >= size))
             ):
@@ -253,9 +261,10 @@ class plate(Messenger):
                 )
             if shape[dim] != self.size:
                 raise ValueError(
-                    f"param '{msg['name']}' (event_dim={event_dim}) inside plate('{self.name}', "
-                    f"{self.size}, dim={self.dim}) has size {shape[dim]} at dim {dim}, "
-                    f"expected {self.size} or 1"
+                    f"Inside pyro.plate({self.name}, {self.size}, dim={self.dim}) invalid shape "
+                    f"of pyro.param({msg['name']}, ..., event_dim={event_dim}): {shape}: "
+                    f"param '{msg['name']}' inside plate '{self.name}' has size {shape[dim]} at "
+                    f"dim {dim}, expected {self.size} or 1"
                 )
             if self.subsample_size < self.size:
                 msg["value"] = value.index_select(dim, self.indices.to(value.device))

@@ -24,16 +24,21 @@ from typing import Any
 import torch
 
 from ..distributions.shape import MaskedDistribution
+from ..validation import _ENABLED as _VALIDATION
+from ..validation import check_observed
 
 Site = dict[str, Any]
 
 
 def scale_and_mask(tensor: torch.Tensor, scale: Any = 1.0, mask: Any = None) -> torch.Tensor:
-    """``tensor * scale``, zeroed where ``mask`` is False (the same arithmetic as Pyro)."""
-    if mask is None:
+    """``tensor * scale``, zeroed where ``mask`` (a bool tensor, or a bool) is False (the same
+    arithmetic as Pyro)."""
+    if mask is None or mask is True:
         if type(scale) in (float, int) and scale == 1:
             return tensor
         return tensor * scale
+    if mask is False:
+        return torch.zeros_like(tensor)
     return torch.where(mask, tensor * scale, tensor.new_zeros(()))
 
 
@@ -272,20 +277,28 @@ class Trace:
         return [n for n, s in self.nodes.items() if s["type"] == "param"]
 
     # log densities
-    def _site_log_prob(self, name: str, site: Site) -> torch.Tensor:
+    def _site_log_prob(self, name: str, site: Site, computing: str = "log_prob") -> torch.Tensor:
         try:
+            if site["is_observed"] and _VALIDATION[0]:
+                # An observation is checked here, where Pyro's distributions check it (it was
+                # recorded unchecked): the error carries Pyro's wording and the shape table.
+                check_observed(name, site["fn"], site["value"])
             log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
         except (ValueError, RuntimeError) as e:
+            # Pyro's message and shape table, then the shapes and plates in words.
+            fn = site["fn"]
+            details = (
+                f"value shape {tuple(getattr(site['value'], 'shape', ()))}, distribution "
+                f"batch shape {tuple(getattr(fn, 'batch_shape', ()))}, "
+                f"event shape {tuple(getattr(fn, 'event_shape', ()))}"
+            ) + "".join(
+                f"; inside plate '{f.name}' (size {f.size}, dim {f.dim})"
+                for f in site.get("cond_indep_stack", ())
+                if f.dim is not None
+            )
             raise ValueError(
-                f"Error while computing log_prob at site '{name}': {e}\n"
-                f"value shape {tuple(torch.as_tensor(site['value']).shape)}, distribution "
-                f"batch shape {tuple(site['fn'].batch_shape)}, "
-                f"event shape {tuple(site['fn'].event_shape)}"
-                + "".join(
-                    f"; inside plate '{f.name}' (size {f.size}, dim {f.dim})"
-                    for f in site.get("cond_indep_stack", ())
-                    if f.dim is not None
-                )
+                f"Error while computing {computing} at site '{name}':\n{e}\n"
+                f"{self.format_shapes(last_site=name)}\n{details}"
             ) from e
         site["unscaled_log_prob"] = log_p
         mask = site["mask"]
@@ -311,7 +324,7 @@ class Trace:
         for name, site in self.nodes.items():
             if site["type"] == "sample" and site_filter(name, site):
                 if "log_prob_sum" not in site:
-                    self._site_log_prob(name, site)
+                    self._site_log_prob(name, site, "log_prob_sum")
                 result = result + site["log_prob_sum"]
         return result
 
@@ -327,7 +340,7 @@ class Trace:
             if site["type"] == "sample" and "score_parts" not in site:
                 log_p = site.get("log_prob")
                 if log_p is None:
-                    log_p = self._site_log_prob(name, site)
+                    log_p = self._site_log_prob(name, site, "score_parts")
                 fn = site["fn"]
                 if fn.has_rsample:
                     site["score_parts"] = (log_p, 0, log_p)
@@ -337,20 +350,82 @@ class Trace:
                 else:
                     site["score_parts"] = (log_p, site["unscaled_log_prob"], 0)
 
-    def format_shapes(self, title: str | None = None, last_site: str | None = None) -> str:
-        """A table of each site's value and log_prob shapes, for debugging.
+    def format_shapes(self, title: str = "Trace Shapes:", last_site: str | None = None) -> str:
+        """Pyro's table of shapes, character for character: each param's shape, and for each
+        sample site the batch | event shapes of its distribution and value (and of its
+        ``log_prob``, once computed), up to ``last_site`` when given.
 
-        :param title: a first line, when given (Pyro's argument; miniprob's table has none).
-        :param last_site: the name of the site to end the table with (Pyro's argument).
+        Example::
+
+            >>> import torch, miniprob as pyro, miniprob.distributions as dist
+            >>> from miniprob import poutine
+            >>> def model():
+            ...     pyro.param("w", torch.ones(3))
+            ...     with pyro.plate("data", 5):
+            ...         pyro.sample("x", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            >>> table = poutine.trace(model).get_trace().format_shapes()
+            >>> print(table)  # doctest: +NORMALIZE_WHITESPACE
+            Trace Shapes:
+             Param Sites:
+                        w   3
+            Sample Sites:
+                data dist   |
+                    value 5 |
+                   x dist 5 | 2
+                    value 5 | 2
         """
-        rows = [] if title is None else [title]
+        if not self.nodes:
+            return title
+        rows: list[list[str | None]] = [[title], ["Param Sites:"]]
         for name, site in self.nodes.items():
-            if site["type"] in ("sample", "param") and isinstance(site.get("value"), torch.Tensor):
-                lp = site.get("log_prob")
-                lp_shape = "" if lp is None else str(tuple(lp.shape))
-                rows.append(
-                    f"{name:>20} {site['type']:>7} {tuple(site['value'].shape)!s:>16} {lp_shape}"
-                )
+            if site.get("type") == "param":
+                rows.append([name, None, *map(str, site["value"].shape)])
             if name == last_site:
                 break
-        return "\n".join(rows)
+        rows.append(["Sample Sites:"])
+        for name, site in self.nodes.items():
+            if site.get("type") == "sample":
+                batch_shape = getattr(site["fn"], "batch_shape", ())
+                event_shape = getattr(site["fn"], "event_shape", ())
+                rows.append([f"{name} dist", None, *map(str, batch_shape), "|", None])
+                rows[-1] += map(str, event_shape)
+                shape = getattr(site["value"], "shape", ())
+                split = len(shape) - len(event_shape)
+                rows.append(["value", None, *map(str, shape[:split]), "|", None])
+                rows[-1] += map(str, shape[split:])
+                if "log_prob" in site:
+                    log_prob_shape = getattr(site["log_prob"], "shape", ())
+                    rows.append(["log_prob", None, *map(str, log_prob_shape), "|", None])
+            if name == last_site:
+                break
+        return _format_table(rows)
+
+
+def _format_table(rows: list[list[str | None]]) -> str:
+    """Pyro's layout: ``None`` splits a row into three groups of cells (names, batch dims,
+    event dims); the first two groups are aligned on their right, the third on its left, and
+    every column of cells is right-justified to its widest cell."""
+    groups = []
+    for row in rows:
+        split: list[list[str]] = [[], [], []]
+        j = 0
+        for cell in row:
+            if cell is None:
+                j += 1
+            else:
+                split[j].append(cell)
+        groups.append(split)
+    widths = [max(len(g[j]) for g in groups) for j in range(3)]
+    table = [
+        [""] * (widths[0] - len(names))
+        + names
+        + [""] * (widths[1] - len(batch))
+        + batch
+        + event
+        + [""] * (widths[2] - len(event))
+        for names, batch, event in groups
+    ]
+    cell_widths = [max(len(cell) for cell in column) for column in zip(*table, strict=True)]
+    return "\n".join(
+        " ".join(cell.rjust(w) for cell, w in zip(row, cell_widths, strict=True)) for row in table
+    )

@@ -1,5 +1,6 @@
 """Pyro's ``pyro.poutine.util``: telling a subsampled plate's index site from the others, and
-the default extend and escape functions of :class:`~miniprob.poutine.queue`.
+the default extend and escape functions of :class:`~miniprob.poutine.queue`, and the
+validation switch under Pyro's names there.
 
 Example::
 
@@ -18,6 +19,7 @@ Example::
 from __future__ import annotations
 
 from ..runtime import Message
+from ..validation import enable_validation, is_validation_enabled
 from .plate import _Subsample, prune_subsample_sites
 from .trace_struct import Trace
 
@@ -93,6 +95,8 @@ __all__ = [
     "all_escape",
     "discrete_escape",
     "enum_extend",
+    "enable_validation",
+    "is_validation_enabled",
     "prune_subsample_sites",
     "site_is_subsample",
 ]

@@ -1,0 +1,1 @@
+"""Pyro's ``pyro.distributions.testing``: distributions for tests (see :mod:`.fakes`)."""
