@@ -7,7 +7,7 @@ Example::
 
 from .diagnostics import set_nonfinite_mode
 from .elbo import ELBO
-from .jit_elbo import JitTrace_ELBO
+from .jit_elbo import JitTrace_ELBO, JitTraceMeanField_ELBO
 from .predictive import Predictive
 from .svi import SVI
 from .trace_elbo import Trace_ELBO
@@ -16,6 +16,7 @@ from .trace_mean_field_elbo import TraceMeanField_ELBO
 __all__ = [
     "ELBO",
     "JitTrace_ELBO",
+    "JitTraceMeanField_ELBO",
     "Predictive",
     "SVI",
     "TraceMeanField_ELBO",

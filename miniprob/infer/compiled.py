@@ -53,12 +53,12 @@ from typing import Any
 
 import torch
 
+from .. import validation
 from ..optim.clipped_adam import ClippedAdam
 from ..optim.optim import PyroOptim
 from ..params import _transform_for, get_param_store
 from ..poutine.handlers import block
 from ..runtime import Message, Messenger
-from .. import validation
 from .elbo import ELBO, _particle_mean
 
 __all__ = ["CaptureError", "CompileWarning", "CompiledStep", "capture", "signature"]
@@ -225,7 +225,10 @@ def objective(
     """``(loss value, surrogate)`` of one evaluation: for an ELBO that keeps the base class's
     particle loop, its particles (without the eager checks that read values); for any other
     loss, its ``differentiable_loss`` (or its call) as both."""
-    if isinstance(loss, ELBO) and type(loss).differentiable_loss is ELBO.differentiable_loss:
+    if isinstance(loss, ELBO) and (
+        type(loss).differentiable_loss is ELBO.differentiable_loss
+        or getattr(loss, "_replays_captured_graphs", False)  # JitTrace_ELBO: its own particles
+    ):
         losses, surrogates = [], []
         for model_trace, guide_trace in loss._get_traces(model, guide, args, kwargs):
             value, surrogate = loss._differentiable_loss_particle(model_trace, guide_trace)

@@ -86,8 +86,6 @@ class SVI:
             self.loss_and_grads = loss_and_grads or self._callable_loss_and_grads
         if compile is True:
             compile = "inductor"
-        elif compile is False and getattr(loss, "_compiles_svi", False):
-            compile = "aten"  # JitTrace_ELBO: the step captured, replayed op by op
         self._compiled = None
         if compile:
             if loss_and_grads is not None:
