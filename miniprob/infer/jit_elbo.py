@@ -170,7 +170,9 @@ class _CapturedELBO:
     def _fresh(graph: _Graph) -> bool:
         """Whether the store still holds the graph's leaves (not removed, nor re-created)."""
         params = get_param_store()._params
-        return all(params.get(n) is leaf for n, leaf in zip(graph.inputs.names, graph.leaves))
+        return all(
+            params.get(n) is leaf for n, leaf in zip(graph.inputs.names, graph.leaves, strict=True)
+        )
 
     @staticmethod
     def _read_params(graph: _Graph) -> None:
