@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import contextmanager
@@ -195,10 +197,27 @@ def capture(fn: Callable[..., tuple], inputs: Sequence[torch.Tensor]) -> torch.f
             warnings.simplefilter("ignore")
             return make_fx(fn, tracing_mode="fake", _allow_non_fake_inputs=True)(*inputs)
     except Exception as e:  # whatever needed a value: the reason goes to the user
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CaptureError(f"{type(e).__name__}: {reason}") from e
+        raise CaptureError(_reason(e)) from e
     finally:
         validation.enable_validation(was_validating)
+
+
+def _reason(error: Exception) -> str:
+    """Why a capture failed, and where in the user's code (the last frame outside torch and
+    miniprob)."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    if "data-dependent" in text or "DataDependent" in type(error).__name__:
+        first = f"Python reads a tensor's value (.item(), bool(), `if` on a tensor): {first}"
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frames = [
+        f
+        for f in traceback.extract_tb(error.__traceback__)
+        if not f.filename.startswith((package, os.path.dirname(torch.__file__)))
+        and "contextlib" not in f.filename
+    ]
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line})" if frames else ""
+    return f"{type(error).__name__}: {first}{where}"
 
 
 def _check_no_leaf_constants(graph: torch.fx.GraphModule, leaves: dict[str, torch.Tensor]) -> None:
@@ -727,8 +746,11 @@ class CompiledStep:
     def _compile(self, graph: torch.fx.GraphModule, example: list[torch.Tensor]) -> Callable:
         if self.backend == "aten":
             return graph
-        from torch._guards import TracingContext, tracing
-        from torch._inductor.compile_fx import compile_fx
+        with warnings.catch_warnings():
+            # Importing TorchInductor touches torch.jit's deprecated decorators: not the user's.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torch._guards import TracingContext, tracing
+            from torch._inductor.compile_fx import compile_fx
         from torch._subclasses.fake_tensor import FakeTensorMode
         from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
