@@ -26,6 +26,7 @@ Example::
     >>> from miniprob.infer import SVI, JitTrace_ELBO
     >>> from miniprob.optim import Adam
     >>> pyro.clear_param_store()
+    >>> pyro.set_rng_seed(0)
     >>> def model(data):
     ...     loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
     ...     with pyro.plate("data", len(data)):
