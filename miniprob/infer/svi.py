@@ -93,6 +93,15 @@ class SVI:
             from .compiled import CompiledStep
 
             self._compiled = CompiledStep(self, backend=compile)
+            # The instance's step: the class's (eager) step stays as it is, with no test of
+            # its own on its hot path.
+            self.step = self._compiled_step
+
+    def _compiled_step(self, *args: Any, **kwargs: Any) -> float:
+        return self._compiled.step(args, kwargs)
+
+    def _eager_step(self, args: tuple, kwargs: dict) -> float:
+        return SVI.step(self, *args, **kwargs)
 
     def _callable_loss_and_grads(
         self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
@@ -113,11 +122,6 @@ class SVI:
         first step warns when the store already held parameters that the model or guide reads
         (their old values are where this run starts).
         """
-        if self._compiled is not None:
-            return self._compiled.step(args, kwargs)
-        return self._eager_step(args, kwargs)
-
-    def _eager_step(self, args: tuple, kwargs: dict) -> float:
         store = _CURRENT.get()
         # Dicts keep insertion order: the parameters a step creates come after these.
         num_before = len(store)
