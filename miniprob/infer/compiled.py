@@ -27,6 +27,17 @@ signature (another shape, dtype or stride of a tensor argument, another value of
 argument), a parameter re-created with another shape, or a store that gained or lost parameters
 compiles anew; the last :attr:`CompiledStep.MAX_PROGRAMS` programs are kept.
 
+The optimizer's update is in the program for ``torch.optim.Adam`` (default flags, any rate,
+betas, eps, weight decay, ``maximize``) and ``ClippedAdam``, with ``PyroOptim``'s per-parameter
+arguments and clipping: the state tensors stay ``torch.optim``'s (checkpoints, ``get_state``
+and LR schedulers see them; the rate is an input of the program, the other hyperparameters are
+baked in and checked at every step). Any other optimizer gets a program of the loss and the
+gradients and steps eagerly. A ``MultiOptimizer`` is driven by its own ``step(loss, params)``
+outside SVI: there is no step to compile there. A compiled update is guarded by the loss being
+finite: a step whose loss is not raises (naming the sites, from an eager rerun) and changes
+nothing. Programs dropped from the cache are freed, but TorchInductor keeps the kernels it
+loaded for the life of the process.
+
 Random draws inside a compiled program come from TorchInductor's own generator, seeded from
 torch's: a compiled run is reproducible under one seed and reaches the posterior of an eager
 run, but it does not draw the eager run's numbers, and its sums may round differently.
