@@ -275,3 +275,23 @@ def test_jit_trace_elbo_memory_is_bounded_over_new_shapes():
             rss.append(_rss_mb())
     assert len(elbo.compile_seconds) == 50 and len(elbo._graphs) == 4
     assert rss[1] - rss[0] < 8  # the old torch.jit path kept 6-16 MB per shape
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        lambda model, guide, data: Trace_ELBO().differentiable_loss(model, guide, data),
+        JitTrace_ELBO(),
+    ],
+    ids=["callable", "jit-trace-elbo"],
+)
+def test_custom_losses_and_jit_elbos_are_captured_whole(loss):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    svi = SVI(tiny_model, tiny_guide, Adam({"lr": 0.05}), loss, compile="aten")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CompileWarning)
+        for _ in range(300):
+            svi.step(DATA)
+    assert [p.fused for p in svi._compiled._programs.values()] == [True]
+    assert pyro.param("m").item() == pytest.approx(tiny_posterior(DATA)[0], abs=0.2)

@@ -72,7 +72,7 @@ from ..optim.optim import PyroOptim
 from ..params import _transform_for, get_param_store
 from ..poutine.handlers import block
 from ..runtime import Message, Messenger
-from .elbo import ELBO, _particle_mean
+from .elbo import ELBO, VALUES_READABLE, _particle_mean
 
 __all__ = ["CaptureError", "CompileWarning", "CompiledStep", "capture", "signature"]
 
@@ -203,6 +203,7 @@ def capture(fn: Callable[..., tuple], inputs: Sequence[torch.Tensor]) -> torch.f
 
     was_validating = validation.validation_enabled()
     validation.enable_validation(False)
+    VALUES_READABLE[0] = False
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -210,6 +211,7 @@ def capture(fn: Callable[..., tuple], inputs: Sequence[torch.Tensor]) -> torch.f
     except Exception as e:  # whatever needed a value: the reason goes to the user
         raise CaptureError(_reason(e)) from e
     finally:
+        VALUES_READABLE[0] = True
         validation.enable_validation(was_validating)
 
 
