@@ -295,3 +295,20 @@ def test_custom_losses_and_jit_elbos_are_captured_whole(loss):
             svi.step(DATA)
     assert [p.fused for p in svi._compiled._programs.values()] == [True]
     assert pyro.param("m").item() == pytest.approx(tiny_posterior(DATA)[0], abs=0.2)
+
+
+def test_a_buffer_written_in_place_falls_back_to_eager():
+    norm = torch.nn.BatchNorm1d(1)
+
+    def model(data):
+        pyro.module("norm", norm)
+        loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+        with pyro.plate("data", len(data)):
+            pyro.sample("obs", dist.Normal(norm(data[:, None])[:, 0] * 0 + loc, 1.0), obs=data)
+
+    pyro.clear_param_store()
+    svi = SVI(model, tiny_guide, Adam({"lr": 0.05}), Trace_ELBO(), compile="aten")
+    with pytest.warns(CompileWarning, match="in place"):
+        svi.step(DATA)
+    svi.step(DATA)
+    assert norm.num_batches_tracked.item() == 2  # both steps eager: the statistics moved

@@ -65,6 +65,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import _disable_current_modes
 
 from .. import validation
 from ..optim.clipped_adam import ClippedAdam
@@ -153,6 +154,12 @@ class _ParamsFromInputs(Messenger):
             msg["done"] = True
 
 
+_BUFFERS_SEEN: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+"""The buffers of the networks run while capturing, with their values before: a forward that
+writes into its buffers (batch norm's statistics) writes into the real ones even on fake
+inputs, so :func:`capture` puts them back."""
+
+
 @contextmanager
 def _modules_read_inputs(inputs_by_leaf: dict[int, torch.Tensor]):
     """While inside, a network whose ``nn.Parameter`` is a key (by ``id``) computes its forward
@@ -161,6 +168,10 @@ def _modules_read_inputs(inputs_by_leaf: dict[int, torch.Tensor]):
     swapped: list[list] = []
 
     def before(module: torch.nn.Module, args: Any) -> None:
+        for buffer in module._buffers.values():
+            if buffer is not None and id(buffer) not in _BUFFERS_SEEN:
+                with _disable_current_modes():  # a real copy, not a fake one
+                    _BUFFERS_SEEN[id(buffer)] = (buffer, buffer.detach().clone())
         own = module._parameters
         changes = [(k, p) for k, p in own.items() if id(p) in inputs_by_leaf]
         for key, p in changes:
@@ -211,6 +222,10 @@ def capture(fn: Callable[..., tuple], inputs: Sequence[torch.Tensor]) -> torch.f
     except Exception as e:  # whatever needed a value: the reason goes to the user
         raise CaptureError(_reason(e)) from e
     finally:
+        with torch.no_grad():
+            for buffer, value in _BUFFERS_SEEN.values():
+                buffer.copy_(value)
+        _BUFFERS_SEEN.clear()
         VALUES_READABLE[0] = True
         validation.enable_validation(was_validating)
 
@@ -238,6 +253,15 @@ def _check_no_leaf_constants(graph: torch.fx.GraphModule, leaves: dict[str, torc
     used other than through its forward): its program would never see it change."""
     storages = {leaf.untyped_storage().data_ptr(): name for name, leaf in leaves.items()}
     for node in graph.graph.nodes:
+        schema = getattr(node.target, "_schema", None)
+        if node.op == "call_function" and schema is not None and schema.is_mutable:
+            written = [a for a in node.args if isinstance(a, torch.fx.Node) and a.op == "get_attr"]
+            if written:
+                raise CaptureError(
+                    f"the step writes in place ({schema.name}) into a tensor that is not one of "
+                    "its inputs (a network's buffer, such as batch norm's running statistics?): "
+                    "a program would write into a copy"
+                )
         if node.op != "get_attr":
             continue
         constant = getattr(graph, node.target, None)
