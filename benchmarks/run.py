@@ -38,6 +38,7 @@ sys.path.insert(0, str(HERE.parent))
 import autoguide_models  # noqa: E402
 import enum_bench  # noqa: E402
 import models  # noqa: E402
+import numpyro_models  # noqa: E402
 
 import miniprob  # noqa: E402
 from miniprob.params import _CURRENT as _CURRENT_STORE  # noqa: E402
@@ -54,21 +55,27 @@ CLOCK = time.process_time
 
 
 # ---- building steps ----------------------------------------------------------------------
-def svi_step(lib, name: str, jit: bool = False) -> Callable[[], float]:
+def svi_step(lib, name: str, jit: bool = False, compile: bool = False) -> Callable[[], float]:
     """``svi.step`` of ``name`` under ``lib`` (miniprob or pyro), in a fresh param store."""
     build, kwargs, _ = models.BENCHMARKS[name]
     problem = build(lib, **kwargs)
-    return _svi(lib, problem, jit)
+    return _svi(lib, problem, jit, compile)
 
 
-def _svi(lib, problem: models.Problem, jit: bool = False) -> Callable[[], float]:
+def _svi(
+    lib, problem: models.Problem, jit: bool = False, compile: bool = False
+) -> Callable[[], float]:
     lib.clear_param_store()
     if jit:
         elbo = lib.infer.JitTrace_ELBO(ignore_jit_warnings=True, **problem.elbo_kwargs)
     else:
         elbo = lib.infer.Trace_ELBO(**problem.elbo_kwargs)
-    svi = lib.infer.SVI(problem.model, problem.guide, lib.optim.Adam({"lr": models.LR}), elbo)
-    if not jit:
+    optim = lib.optim.Adam({"lr": models.LR})
+    if compile:
+        svi = lib.infer.SVI(problem.model, problem.guide, optim, elbo, compile=True)
+    else:
+        svi = lib.infer.SVI(problem.model, problem.guide, optim, elbo)
+    if not (jit or compile):
         return lambda: svi.step(*problem.args)
     # The jit run keeps its parameters in a store of its own, so that it can be interleaved
     # with the eager run of the same model in one process.
@@ -82,6 +89,7 @@ def _svi(lib, problem: models.Problem, jit: bool = False) -> Callable[[], float]
             _CURRENT_STORE.reset(token)
 
     step.elbo = elbo
+    step.svi = svi
     return step
 
 
@@ -136,12 +144,15 @@ def summarize(times: dict[str, list[float]]) -> dict:
         "pyro/floor": ratio("pyro", "floor"),
         "pyro/miniprob": ratio("pyro", "miniprob"),
         "jit/floor": ratio("jit", "floor"),
+        "compiled/floor": ratio("compiled", "floor"),
+        "compiled/numpyro": ratio("compiled", "numpyro"),
+        "pyro/compiled": ratio("pyro", "compiled"),
     }
     out["ratios"] = {k: v for k, v in out["ratios"].items() if v is not None}
     return out
 
 
-def bench_model(name: str, rounds: int, with_jit: bool) -> dict:
+def bench_model(name: str, rounds: int, with_jit: bool, with_compiled: bool = True) -> dict:
     steps: dict[str, Callable[[], float]] = {}
     result: dict = {}
     steps["floor"] = floor_step(name)
@@ -153,6 +164,14 @@ def bench_model(name: str, rounds: int, with_jit: bool) -> dict:
         jit_step()
         result["jit_compile_s"] = jit_step.elbo.compile_seconds[0]
         steps["jit"] = jit_step
+    if with_compiled:
+        compiled_step = svi_step(miniprob, name, compile=True)
+        compiled_step()  # eager, then capture and compile
+        result["compiled_compile_s"] = compiled_step.svi._compiled.compile_seconds[0]
+        steps["compiled"] = compiled_step
+    if name in numpyro_models.NAMES and numpyro_models.available():
+        steps["numpyro"] = numpyro_models.numpyro_step(name)
+        result["numpyro_compile_s"] = steps["numpyro"].compile_s
     result.update(summarize(interleaved(steps, rounds)))
     return result
 
@@ -251,9 +270,10 @@ def markdown(results: dict) -> str:
         "shared machine the ratios move by a few hundredths. Command: `make bench` "
         "(`python benchmarks/run.py`).",
         "",
-        "| model | floor ms | miniprob ms | pyro ms | jit ms | miniprob/floor | pyro/floor | "
-        "pyro/miniprob | jit/floor |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | floor ms | miniprob ms | pyro ms | jit ms | compiled ms | numpyro ms | "
+        "miniprob/floor | pyro/floor | pyro/miniprob | jit/floor | compiled/numpyro | "
+        "pyro/compiled |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results["models"].items():
         ratios = r["ratios"]
@@ -262,8 +282,11 @@ def markdown(results: dict) -> str:
             f"{_fmt(r['miniprob']['ms_per_step'], 3)} | "
             f"{_fmt(r.get('pyro', {}).get('ms_per_step'), 3)} | "
             f"{_fmt(r.get('jit', {}).get('ms_per_step'), 3)} | "
+            f"{_fmt(r.get('compiled', {}).get('ms_per_step'), 3)} | "
+            f"{_fmt(r.get('numpyro', {}).get('ms_per_step'), 3)} | "
             f"{_fmt(ratios.get('miniprob/floor'))} | {_fmt(ratios.get('pyro/floor'))} | "
-            f"{_fmt(ratios.get('pyro/miniprob'))} | {_fmt(ratios.get('jit/floor'))} |"
+            f"{_fmt(ratios.get('pyro/miniprob'))} | {_fmt(ratios.get('jit/floor'))} | "
+            f"{_fmt(ratios.get('compiled/numpyro'))} | {_fmt(ratios.get('pyro/compiled'))} |"
         )
     lines += [
         "",
@@ -273,8 +296,18 @@ def markdown(results: dict) -> str:
         "parameters; vae - sklearn's 8x8 digits, hidden 128, z=10, minibatch 128 in a "
         "subsampled plate; discrete - two-component mixture with a Bernoulli latent per point in "
         "the guide (score-function gradients). floor: the same step hand-written in PyTorch; "
-        "jit: miniprob's `JitTrace_ELBO`.",
+        "jit: miniprob's `JitTrace_ELBO`; compiled: `SVI(..., compile=True)`; numpyro: NumPyro's "
+        "`jax.jit`-compiled `svi.update` (`numpyro_models.py`, one XLA thread).",
     ]
+    for key, what in (("compiled_compile_s", "compiled"), ("numpyro_compile_s", "NumPyro")):
+        times = {n: r[key] for n, r in results["models"].items() if key in r}
+        if times:
+            lines += [
+                "",
+                f"{what} compile time (first step): "
+                + ", ".join(f"{n} {t:.1f} s" for n, t in times.items())
+                + ".",
+            ]
     compile_times = {
         n: r["jit_compile_s"] for n, r in results["models"].items() if "jit_compile_s" in r
     }
@@ -337,6 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--no-jit", action="store_true")
     parser.add_argument("--skip-enum", action="store_true", help="leave out enum_bench.py")
+    parser.add_argument("--no-compiled", action="store_true")
     parser.add_argument("--out", default=str(HERE), help="folder for results.json and RESULTS.md")
     args = parser.parse_args(argv)
 
@@ -346,13 +380,15 @@ def main(argv: list[str] | None = None) -> None:
     results: dict = {"machine": machine(), "rounds": rounds, "models": {}}
     for name in names:
         t0 = time.perf_counter()
-        results["models"][name] = bench_model(name, rounds, with_jit=not args.no_jit)
+        results["models"][name] = bench_model(
+            name, rounds, with_jit=not args.no_jit, with_compiled=not args.no_compiled
+        )
         r = results["models"][name]
         print(
             f"{name:>16}: "
             + "  ".join(
                 f"{k} {r[k]['ms_per_step']:.3f} ms"
-                for k in ("floor", "miniprob", "pyro", "jit")
+                for k in ("floor", "miniprob", "pyro", "jit", "compiled", "numpyro")
                 if k in r
             )
             + "  |  "

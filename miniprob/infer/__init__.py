@@ -10,7 +10,7 @@ from . import autoguide, reparam
 from .diagnostics import set_nonfinite_mode
 from .elbo import ELBO
 from .enum import JitTraceEnum_ELBO, TraceEnum_ELBO, config_enumerate, infer_discrete
-from .jit_elbo import JitTrace_ELBO
+from .jit_elbo import JitTrace_ELBO, JitTraceMeanField_ELBO
 from .predictive import Predictive
 from .svi import SVI
 from .trace_elbo import Trace_ELBO
@@ -22,6 +22,7 @@ __all__ = [
     "JitTraceEnum_ELBO",
     "JitTraceGraph_ELBO",
     "JitTrace_ELBO",
+    "JitTraceMeanField_ELBO",
     "Predictive",
     "SVI",
     "TraceEnum_ELBO",

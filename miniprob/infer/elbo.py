@@ -33,6 +33,10 @@ from ..runtime import Message, Messenger
 from ..validation import is_validation_enabled
 from .diagnostics import raise_nonfinite
 
+VALUES_READABLE = [True]
+"""False while :func:`miniprob.infer.compiled.capture` records a step: its tensors have no
+values, so the checks that read one (a particle's finiteness) are left to the compiled step."""
+
 
 class ELBO:
     """Base class of ELBO estimators.
@@ -152,7 +156,7 @@ class ELBO:
             loss_particle, surrogate_particle = self._differentiable_loss_particle(
                 model_trace, guide_trace
             )
-            if not torch.isfinite(loss_particle):
+            if VALUES_READABLE[0] and not torch.isfinite(loss_particle):
                 raise_nonfinite(float(loss_particle), model_trace, guide_trace)
             loss = loss + loss_particle / self.num_particles
             surrogate = surrogate + surrogate_particle / self.num_particles

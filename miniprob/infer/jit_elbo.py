@@ -1,22 +1,24 @@
-"""``JitTrace_ELBO``: ``Trace_ELBO`` compiled with ``torch.jit.trace``, once per input signature.
+"""``JitTrace_ELBO``, ``JitTraceMeanField_ELBO``: the ELBO captured once per input signature as
+a graph of ATen operations, and that graph replayed at every later call.
 
-One step of ``Trace_ELBO`` is a pure function of the parameters' unconstrained leaves and the
-tensor arguments: run the guide, replay the model, add up log densities. Tracing that function
-once records every tensor op into a graph; later steps run the graph, with no Python in
-between, so the cost of handlers, messages, traces and ``torch.distributions`` objects
-disappears. Random ops stay random in the graph and draw from torch's global generator, so a
-step draws exactly what ``Trace_ELBO`` would (the first step included: the RNG state is rewound
-after discovering the parameters and after tracing). The graph runs without the JIT's own
-optimizations, which means every op and every gradient is computed by the same kernels as in
-eager mode: values and gradients are bitwise those of ``Trace_ELBO``.
+One evaluation of an ELBO is a function of the parameters' unconstrained leaves and the tensor
+arguments: run the guide, replay the model, add up log densities. :func:`~miniprob.infer.
+compiled.capture` records it once (``make_fx`` on fake tensors, no ``torch.jit``); later calls
+run the recorded operations with no Python in between, so the cost of handlers, messages,
+traces and ``torch.distributions`` objects disappears. ``loss_and_grads`` records the backward
+pass too (``torch.autograd.grad``) and puts the gradients on the leaves. The graph runs op by
+op on torch's eager kernels, random ops included: values, gradients and draws are bitwise those
+of ``Trace_ELBO`` (the RNG state is rewound after discovering the parameters). For fused
+kernels and the optimizer's update in the same program, use ``SVI(..., compile=True)``.
 
-What a trace cannot see, it bakes in. The model and guide must have a static structure (no
-Python branching on random values, no parameter that first appears at a later step: the
-graph repeats the first step's statements), and their tensor inputs must be passed as arguments
-(a tensor read from a global is a constant of the graph). A new signature - another shape,
-dtype or device of a tensor argument, or another value of a non-tensor argument, as with a
-smaller last minibatch - is compiled afresh (the last ``MAX_GRAPHS`` are kept). Validation runs
-while compiling, on the example inputs; a non-finite loss is still caught at every step.
+What a capture cannot see, it refuses or bakes in. Python branching on a tensor's value cannot
+be captured: that signature runs eagerly, with a :class:`~miniprob.infer.compiled.
+CompileWarning` naming the reason. The structure of the first call is repeated (no parameter
+that first appears at a later call), and a tensor read from a global is a constant of the
+graph. A new signature - another shape, stride, dtype or device of a tensor argument, another
+value of a non-tensor argument, as with a smaller last minibatch - is captured afresh (the last
+``MAX_GRAPHS`` are kept, and a graph dropped is freed). Validation runs while discovering the
+parameters; a non-finite loss is still caught at every call.
 
 Example::
 
@@ -24,13 +26,14 @@ Example::
     >>> from miniprob.infer import SVI, JitTrace_ELBO
     >>> from miniprob.optim import Adam
     >>> pyro.clear_param_store()
+    >>> pyro.set_rng_seed(0)
     >>> def model(data):
     ...     loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
     ...     with pyro.plate("data", len(data)):
     ...         pyro.sample("obs", dist.Normal(loc, 1.0), obs=data)
     >>> def guide(data):
     ...     pyro.sample("loc", dist.Normal(pyro.param("m", torch.tensor(0.0)), 1.0))
-    >>> svi = SVI(model, guide, Adam({"lr": 0.1}), JitTrace_ELBO(ignore_jit_warnings=True))
+    >>> svi = SVI(model, guide, Adam({"lr": 0.1}), JitTrace_ELBO())
     >>> data = 3.0 + torch.randn(100)
     >>> losses = [svi.step(data) for _ in range(200)]
     >>> abs(pyro.param("m").item() - data.mean().item()) < 0.3
@@ -42,19 +45,27 @@ from __future__ import annotations
 import math
 import time
 import warnings
-import weakref
 from collections.abc import Callable, Hashable
 from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode
 
-from ..params import _transform_for, get_param_store
+from ..params import get_param_store
 from ..poutine.handlers import block
 from ..runtime import Message, Messenger, am_i_wrapped, apply_stack, new_message
+from .compiled import (
+    CaptureError,
+    CompileWarning,
+    Inputs,
+    _check_no_leaf_constants,
+    call_signature,
+    capture,
+    loss_and_grads_function,
+    objective,
+)
 from .diagnostics import raise_nonfinite
-from .elbo import _particle_mean
 from .trace_elbo import Trace_ELBO
+from .trace_mean_field_elbo import TraceMeanField_ELBO
 
 
 class _ReadParams(Messenger):
@@ -65,245 +76,114 @@ class _ReadParams(Messenger):
         self.names: dict[str, None] = {}
 
     def postprocess_message(self, msg: Message) -> None:
-        if msg["type"] == "param" and hasattr(msg["value"], "unconstrained"):
+        if msg["type"] == "param":
             self.names[msg["name"]] = None
 
 
-class _FromLeaves(Messenger):
-    """Give each named param site ``transform(leaf)``, computed at every read as the store does.
+class _Graph:
+    """One captured graph, its parameters (names, leaves) and where its tensor inputs are."""
 
-    While tracing, the leaves are the graph's inputs: the param sites then depend on the inputs,
-    not on the store's tensors of the moment.
-    """
-
-    def __init__(self, leaves: dict[str, torch.Tensor], transforms: dict[str, Any]) -> None:
-        super().__init__()
-        self.leaves = leaves
-        self.transforms = transforms
-        self.first_values: dict[str, torch.Tensor] = {}
-
-    def process_message(self, msg: Message) -> None:
-        if msg["type"] == "param" and not msg["done"] and msg["name"] in self.leaves:
-            name = msg["name"]
-            msg["value"] = self.transforms[name](self.leaves[name])
-            msg["done"] = True
-            self.first_values.setdefault(name, msg["value"])
-
-
-class _KeepDraws(TorchFunctionMode):
-    """Collects the results of random ops while tracing, to be returned by the graph: the
-    tracer drops ops whose results go unused, and a draw nobody uses (``param("m",
-    torch.randn(3))`` once "m" exists) still moves the random number generator eagerly."""
-
-    RANDOM = frozenset(
-        {
-            "randn", "rand", "randint", "randperm", "normal", "bernoulli", "multinomial",
-            "poisson", "rand_like", "randn_like", "randint_like", "normal_", "uniform_",
-            "exponential_", "geometric_", "cauchy_", "log_normal_", "random_", "bernoulli_",
-        }
-    )  # fmt: skip
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.draws: list[torch.Tensor] = []
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        if getattr(func, "__name__", None) in self.RANDOM and isinstance(out, torch.Tensor):
-            self.draws.append(out)
-        return out
-
-
-def _signature(value: Any, nested: bool = False) -> Hashable:
-    """What the graph of a call depends on in ``value``. A top-level tensor is an input of the
-    graph (its shape counts); anything else is baked into it: a tensor inside a list by its
-    identity and version, a list, tuple or dict by its contents (so an edited list is seen)."""
-    if isinstance(value, torch.Tensor):
-        if nested:
-            try:
-                version = value._version
-            except RuntimeError:  # an inference tensor: it cannot change
-                version = None
-            return ("nested tensor", id(value), version)
-        return ("tensor", value.shape, value.dtype, value.device, value.requires_grad)
-    if isinstance(value, (list, tuple)):
-        return (type(value), tuple(_signature(v, True) for v in value))
-    if isinstance(value, dict):
-        return (type(value), tuple((k, _signature(v, True)) for k, v in value.items()))
-    try:
-        hash(value)
-    except TypeError:
-        return ("id", id(value))
-    return ("value", type(value), value)
-
-
-class _Compiled:
-    """One traced graph, its parameters (names, leaf shapes) and where its tensor inputs are."""
-
-    def __init__(
-        self,
-        graph: Any,
-        names: list[str],
-        shapes: list[torch.Size],
-        tensor_args: list[int],
-        tensor_kwargs: list[str],
-    ) -> None:
+    def __init__(self, graph: Any, inputs: Inputs, leaves: list[torch.Tensor]) -> None:
         self.graph = graph
-        self.names = names
-        self.shapes = shapes
-        self.tensor_args = tensor_args
-        self.tensor_kwargs = tensor_kwargs
-
-    def inputs(self, leaves: tuple, args: tuple, kwargs: dict) -> tuple:
-        return (
-            leaves
-            + tuple(args[i] for i in self.tensor_args)
-            + tuple(kwargs[k] for k in self.tensor_kwargs)
-        )
+        self.inputs = inputs
+        self.leaves = leaves
 
 
-class JitTrace_ELBO(Trace_ELBO):
-    """``Trace_ELBO`` run as a ``torch.jit.trace`` graph, compiled once per input signature.
+class _CapturedELBO:
+    """The capture and replay shared by the ``JitTrace`` ELBOs (mixed in before the ELBO)."""
 
-    Same arguments as :class:`~miniprob.infer.ELBO`; ``ignore_jit_warnings=True`` silences the
-    tracer's warnings (about Python values baked into the graph). ``compile_seconds`` holds the
-    time each compilation took.
-    """
+    _replays_captured_graphs = True
 
     MAX_GRAPHS = 32
-    """Graphs kept (one per input signature), the least recently used dropped first."""
+    """Graphs kept (one per input signature and kind), the least recently used dropped first."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._graphs: dict[Hashable, _Compiled] = {}
+        self._graphs: dict[Hashable, _Graph] = {}
+        self._eager: dict[Hashable, str] = {}  # signatures that could not be captured, and why
         self.compile_seconds: list[float] = []
 
-    # ---- compiling -----------------------------------------------------------------------
-    def _key(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> Hashable:
-        return (
-            model,
-            guide,
-            tuple(_signature(a) for a in args),
-            tuple((k, _signature(v)) for k, v in sorted(kwargs.items())),
-        )
-
-    def _compile(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> _Compiled:
+    # ---- capturing -------------------------------------------------------------------------
+    def _capture(
+        self, with_grads: bool, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> _Graph:
         start = time.perf_counter()
         if self.vectorize_particles and self.max_plate_nesting == float("inf"):
             # Eager mode guesses at its first step, drawing as it goes: so does this.
             self._guess_max_plate_nesting(model, guide, args, kwargs)
         rng = torch.get_rng_state()
-        # 1. Find the parameters (creating them on a first step) by running the ELBO once.
-        reads = _ReadParams()
-        with block(), reads, torch.no_grad():
-            for _ in self._get_traces(model, guide, args, kwargs):
-                pass
-        store = get_param_store()
-        names = [n for n in reads.names if n in store]
-        leaves = [store.unconstrained(n) for n in names]
-        transforms = {n: _transform_for(n, store.get_constraint(n)) for n in names}
+        try:
+            # 1. Find the parameters (creating them on a first call) by running the ELBO once.
+            reads = _ReadParams()
+            with block(), reads, torch.no_grad():
+                for _ in self._get_traces(model, guide, args, kwargs):
+                    pass
+            store = get_param_store()
+            names = [n for n in reads.names if n in store]
+            leaves = [store.unconstrained(n) for n in names]
+            inputs = Inputs(names, args, kwargs)
+            # 2. Capture the ELBO as a function of (leaves, tensor arguments).
+            if with_grads:
+                fn = loss_and_grads_function(self, model, guide, inputs, leaves)
+            else:
 
-        # 2. Trace the ELBO as a function of (leaves, tensor arguments), from the same RNG state.
-        tensor_args = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
-        tensor_kwargs = sorted(k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
+                def fn(*tensors: torch.Tensor) -> tuple:
+                    call_args, call_kwargs = inputs.call(tensors[len(names) :])
+                    with torch.enable_grad(), inputs.reading(tensors[: len(names)], leaves):
+                        return objective(self, model, guide, call_args, call_kwargs)
 
-        keep_draws = _KeepDraws()
-
-        def loss_and_surrogate(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            leaf_inputs = dict(zip(names, inputs[: len(names)], strict=True))
-            rest = iter(inputs[len(names) :])
-            call_args = list(args)
-            for i in tensor_args:
-                call_args[i] = next(rest)
-            call_kwargs = dict(kwargs)
-            for k in tensor_kwargs:
-                call_kwargs[k] = next(rest)
-            losses, surrogates = [], []
-            from_leaves = _FromLeaves(leaf_inputs, transforms)
-            with from_leaves, keep_draws:
-                for model_trace, guide_trace in self._get_traces(
-                    model, guide, tuple(call_args), call_kwargs
-                ):
-                    loss, surrogate = self._differentiable_loss_particle(model_trace, guide_trace)
-                    losses.append(loss)
-                    surrogates.append(surrogate)
-            loss = _particle_mean(losses, self.num_particles)
-            surrogate = _particle_mean(surrogates, self.num_particles)
-            # The parameter values read are outputs too: the param sites replayed after each
-            # run (see _read_params) then cost no transform of their own.
-            values = tuple(from_leaves.first_values.get(n, leaf_inputs[n]) for n in names)
-            draws = tuple(keep_draws.draws)
-            keep_draws.draws.clear()
-            return (torch.as_tensor(loss), torch.as_tensor(surrogate)) + values + draws
-
-        compiled = _Compiled(
-            None, names, [leaf.shape for leaf in leaves], tensor_args, tensor_kwargs
-        )
-        inputs = compiled.inputs(tuple(leaves), args, kwargs)
-        torch.set_rng_state(rng)
-        with warnings.catch_warnings():
-            # torch marks jit.trace as deprecated in favour of torch.compile; the trace is an
-            # implementation detail here, so that warning says nothing to the user.
-            warnings.filterwarnings("ignore", message=".*torch.jit.trace. is deprecated")
-            if self.ignore_jit_warnings:
-                warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            with block():
-                # check_trace would rerun the graph and compare: random ops never agree.
-                options = {"check_trace": False, **(self.jit_options or {})}
-                graph = torch.jit.trace(loss_and_surrogate, inputs, **options)
-        # No optimization passes, not even constant propagation: it ends by removing dead
-        # code, and a random op whose result goes unused (``param("m", torch.randn(3))`` once
-        # "m" exists) still moves the random number generator in eager mode.
-        torch.set_rng_state(rng)
-        compiled.graph = graph
+            graph = capture(fn, [*leaves, *inputs.data(args, kwargs)])
+            _check_no_leaf_constants(graph, dict(zip(names, leaves, strict=True)))
+        finally:
+            torch.set_rng_state(rng)
         self.compile_seconds.append(time.perf_counter() - start)
-        return compiled
+        return _Graph(graph, inputs, leaves)
 
-    def _run(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple:
-        """``(loss, surrogate, read)`` from the graph of this signature (compiled if new); ``read``
-        replays the param sites (see :meth:`_read_params`)."""
-        key = self._key(model, guide, args, kwargs)
-        compiled = self._graphs.pop(key, None)
-        store = get_param_store()
-        leaves = self._leaves(compiled, store) if compiled is not None else None
-        if leaves is None:
-            compiled = self._compile(model, guide, args, kwargs)
-            leaves = self._leaves(compiled, store)
+    def _graph(
+        self, with_grads: bool, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> _Graph | None:
+        """The graph of this signature (captured if new or stale); None where it could not be
+        captured (the caller runs the eager ELBO)."""
+        key = (with_grads, model, guide, call_signature(args, kwargs))
+        if key in self._eager:
+            return None
+        graph = self._graphs.pop(key, None)
+        if graph is not None and not self._fresh(graph):
+            graph = None
+        if graph is None:
+            try:
+                graph = self._capture(with_grads, model, guide, args, kwargs)
+            except CaptureError as e:
+                self._eager[key] = str(e)
+                warnings.warn(
+                    f"{type(self).__name__}: this call runs eagerly, it could not be captured: {e}",
+                    CompileWarning,
+                    stacklevel=4,
+                )
+                return None
         # Most recently used last; the oldest graph goes once there are MAX_GRAPHS.
-        self._graphs[key] = compiled
+        self._graphs[key] = graph
         if len(self._graphs) > self.MAX_GRAPHS:
             del self._graphs[next(iter(self._graphs))]
-        inputs = compiled.inputs(leaves, args, kwargs)
-        # No JIT optimization passes: the graph runs op by op on the eager kernels, and autograd
-        # records it as it would record eager code (bitwise the same gradients).
-        with torch.jit.optimized_execution(False):
-            loss, surrogate, *values = compiled.graph(*inputs)
-        values = values[: len(compiled.names)]  # the rest are draws kept alive
-        return loss, surrogate, (compiled.names, values, leaves)
+        return graph
 
     @staticmethod
-    def _leaves(compiled: _Compiled, store: Any) -> tuple | None:
-        """The store's current leaves for the graph's parameters; None if the graph is stale
-        (a parameter was removed or re-created with another shape)."""
-        try:
-            leaves = tuple(store.unconstrained(n) for n in compiled.names)
-        except KeyError:
-            return None
-        if any(leaf.shape != shape for leaf, shape in zip(leaves, compiled.shapes, strict=True)):
-            return None
-        return leaves
+    def _fresh(graph: _Graph) -> bool:
+        """Whether the store still holds the graph's leaves (not removed, nor re-created)."""
+        params = get_param_store()._params
+        return all(
+            params.get(n) is leaf for n, leaf in zip(graph.inputs.names, graph.leaves, strict=True)
+        )
 
     @staticmethod
-    def _read_params(read: tuple) -> None:
+    def _read_params(graph: _Graph) -> None:
         """Replay the param sites the graph read, so that handlers around the loss (SVI's
-        parameter capture) see them; the values are the graph's, with ``.unconstrained()``."""
+        parameter capture) see them."""
         if not am_i_wrapped():
             return
         store = get_param_store()
-        for name, value, leaf in zip(*read, strict=True):
-            if value is not leaf:
-                value.unconstrained = weakref.ref(leaf)
-            msg = new_message("param", name, store.get_param, args=(name,), value=value)
+        for name in graph.inputs.names:
+            msg = new_message("param", name, store.get_param, args=(name,), value=store[name])
             msg["done"] = True
             apply_stack(msg)
 
@@ -317,31 +197,58 @@ class JitTrace_ELBO(Trace_ELBO):
             particles = list(self._get_traces(model, guide, args, kwargs))
         raise_nonfinite(value, particles=particles)
 
+    def _replay(self, graph: _Graph, args: tuple, kwargs: dict) -> tuple:
+        return graph.graph(*graph.leaves, *graph.inputs.data(args, kwargs))
+
     # ---- the public interface --------------------------------------------------------------
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The loss (negative ELBO) as a float, without gradients."""
+        graph = self._graph(False, model, guide, args, kwargs)
+        if graph is None:
+            return super().loss(model, guide, *args, **kwargs)
         with torch.no_grad():
-            loss, _, read = self._run(model, guide, args, kwargs)
-            value = float(loss)
+            value = float(self._replay(graph, args, kwargs)[0])
         self._check_finite(value, model, guide, args, kwargs)
-        self._read_params(read)
+        self._read_params(graph)
         return value
 
     def differentiable_loss(
         self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
     ) -> torch.Tensor:
         """The loss as a tensor whose gradients are unbiased ELBO gradients."""
-        loss, surrogate, read = self._run(model, guide, args, kwargs)
+        graph = self._graph(False, model, guide, args, kwargs)
+        if graph is None:
+            return super().differentiable_loss(model, guide, *args, **kwargs)
+        loss, surrogate = self._replay(graph, args, kwargs)
         self._check_finite(float(loss), model, guide, args, kwargs)
-        self._read_params(read)
+        self._read_params(graph)
         return loss + (surrogate - surrogate.detach())
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         """The loss as a float; gradients accumulate on the parameters' unconstrained leaves."""
-        loss, surrogate, read = self._run(model, guide, args, kwargs)
+        graph = self._graph(True, model, guide, args, kwargs)
+        if graph is None:
+            return super().loss_and_grads(model, guide, *args, **kwargs)
+        with torch.no_grad():
+            loss, *grads = self._replay(graph, args, kwargs)
         value = float(loss)
         self._check_finite(value, model, guide, args, kwargs)
-        if surrogate.requires_grad:
-            surrogate.backward(retain_graph=self.retain_graph)
-        self._read_params(read)
+        for leaf, grad in zip(graph.leaves, grads, strict=True):
+            if grad is not None:
+                leaf.grad = grad if leaf.grad is None else leaf.grad + grad
+        self._read_params(graph)
         return value
+
+
+class JitTrace_ELBO(_CapturedELBO, Trace_ELBO):
+    """``Trace_ELBO`` captured once per input signature and replayed (see the module).
+
+    Same arguments as :class:`~miniprob.infer.ELBO` (``ignore_jit_warnings`` and
+    ``jit_options`` are accepted for Pyro's sake; there is no ``torch.jit`` to pass them to).
+    ``compile_seconds`` holds the time each capture took.
+    """
+
+
+class JitTraceMeanField_ELBO(_CapturedELBO, TraceMeanField_ELBO):
+    """``TraceMeanField_ELBO`` captured once per input signature and replayed (see the
+    module)."""

@@ -47,6 +47,12 @@ class SVI:
     :param loss_and_grads: with a callable ``loss``, an optional callable with the same
         arguments that computes the loss, puts its gradients on the parameters and returns it
         (by default ``loss(...).backward()``).
+    :param compile: ``True`` (or ``"inductor"``) captures each step signature's whole step -
+        guide, model, loss, gradients, clipping, the optimizer's update - as one TorchInductor
+        program after its first (eager) step, and replays it; ``"aten"`` replays the captured
+        graph without compiling it. A step that cannot be captured (Python control flow on
+        tensor values) runs eagerly, with a warning. Draws follow TorchInductor's generator:
+        reproducible under one seed, not the eager draws. See :mod:`miniprob.infer.compiled`.
     """
 
     def __init__(
@@ -56,6 +62,7 @@ class SVI:
         optim: PyroOptim,
         loss: ELBO | Callable,
         loss_and_grads: Callable | None = None,
+        compile: bool | str = False,
     ) -> None:
         if not isinstance(optim, PyroOptim):
             raise TypeError(
@@ -70,6 +77,8 @@ class SVI:
         self.guide = guide
         self.optim = optim
         self._first_step = True
+        self._last_read: dict[str, torch.Tensor] = {}
+        self._elbo = loss if isinstance(loss, ELBO) else None
         if isinstance(loss, ELBO):
             if loss_and_grads is not None:
                 raise ValueError("SVI: loss_and_grads= goes with a callable loss, not an ELBO")
@@ -78,6 +87,24 @@ class SVI:
         else:
             self.loss = loss
             self.loss_and_grads = loss_and_grads or self._callable_loss_and_grads
+        if compile is True:
+            compile = "inductor"
+        self._compiled = None
+        if compile:
+            if loss_and_grads is not None:
+                raise ValueError("SVI: compile= computes the gradients itself; drop loss_and_grads")
+            from .compiled import CompiledStep
+
+            self._compiled = CompiledStep(self, backend=compile)
+            # The instance's step: the class's (eager) step stays as it is, with no test of
+            # its own on its hot path.
+            self.step = self._compiled_step
+
+    def _compiled_step(self, *args: Any, **kwargs: Any) -> float:
+        return self._compiled.step(args, kwargs)
+
+    def _eager_step(self, args: tuple, kwargs: dict) -> float:
+        return SVI.step(self, *args, **kwargs)
 
     def _callable_loss_and_grads(
         self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
@@ -144,6 +171,7 @@ class SVI:
                 if not getattr(p, "_miniprob_had_grad", False):
                     p._miniprob_had_grad = True
                 p.grad = None
+        self._last_read = capture.params
         return loss
 
     def evaluate_loss(self, *args: Any, **kwargs: Any) -> float:

@@ -1,0 +1,807 @@
+"""Compiled SVI steps: the whole step captured once per input signature, replayed as one program.
+
+An SVI step is a pure function of tensors: the parameters' unconstrained leaves, the optimizer's
+state and the tensor arguments go in; the loss comes out, and the leaves and the state are
+updated. miniprob's handlers, messages, traces and distribution objects only decide *which*
+tensor operations run. :func:`capture` runs the step's Python once under
+``torch.fx.experimental.proxy_tensor.make_fx`` on fake tensors (shapes and dtypes, no data),
+which records every ATen operation it dispatches - the forward pass, the backward pass of
+``torch.autograd.grad``, the optimizer's update - into one ``torch.fx`` graph, with the
+parameters read from the graph's inputs (``param`` statements through a handler, ``pyro.module``
+networks through their forward hooks). :class:`CompiledStep` hands that graph to TorchInductor
+(``torch._inductor.compile_fx``, no TorchDynamo in between: the graph is already ATen, and
+each call skips Dynamo's guards), which fuses it into a few kernels, and calls it at every later
+step with the same signature. The handler stack never runs again, so none of its context
+variables meets a tracer.
+
+What capture cannot see, it refuses rather than bakes in wrongly: fake tensors have no values,
+so Python that branches on one (``if x.item() > 0``, ``bool(tensor)``) raises while capturing,
+and that signature runs eagerly from then on, with a :class:`CompileWarning` that names the
+reason. A network that reads its weights outside its ``forward`` is refused the same way. Like
+``torch.jit.trace``, a capture repeats the first step's structure: a model whose structure
+changes without its inputs changing (a Python counter) must not be compiled.
+
+The first step of each signature runs eagerly (it creates the parameters, validates the model
+against the guide, and gives the optimizer its state); the graph is captured after it. A new
+signature (another shape, dtype or stride of a tensor argument, another value of any other
+argument), a parameter re-created with another shape, or a store that gained or lost parameters
+compiles anew; the last :attr:`CompiledStep.MAX_PROGRAMS` programs are kept.
+
+The optimizer's update is in the program for ``torch.optim.Adam`` (default flags, any rate,
+betas, eps, weight decay, ``maximize``) and ``ClippedAdam``, with ``PyroOptim``'s per-parameter
+arguments and clipping: the state tensors stay ``torch.optim``'s (checkpoints, ``get_state``
+and LR schedulers see them; the rate is an input of the program, the other hyperparameters are
+baked in and checked at every step). Any other optimizer gets a program of the loss and the
+gradients and steps eagerly. A ``MultiOptimizer`` is driven by its own ``step(loss, params)``
+outside SVI: there is no step to compile there. A compiled update is guarded by the loss being
+finite: a step whose loss is not raises (naming the sites, from an eager rerun) and changes
+nothing. Programs dropped from the cache are freed, but TorchInductor keeps the kernels it
+loaded for the life of the process.
+
+Random draws inside a compiled program come from TorchInductor's own generator, seeded from
+torch's: a compiled run is reproducible under one seed and reaches the posterior of an eager
+run, but it does not draw the eager run's numbers, and its sums may round differently.
+
+Example::
+
+    >>> import torch, miniprob as pyro, miniprob.distributions as dist
+    >>> from miniprob.infer import SVI, Trace_ELBO
+    >>> from miniprob.optim import Adam
+    >>> import torch
+    >>> capture(lambda x: (x.sin() * 2,), [torch.ones(3)]).code.count("aten.sin")
+    1
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Hashable, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import _disable_current_modes
+
+from .. import validation
+from ..optim.clipped_adam import ClippedAdam
+from ..optim.optim import PyroOptim
+from ..params import _transform_for, get_param_store
+from ..poutine.handlers import block
+from ..runtime import Message, Messenger
+from .elbo import ELBO, VALUES_READABLE, _particle_mean
+
+__all__ = ["CaptureError", "CompileWarning", "CompiledStep", "capture", "signature"]
+
+
+class CompileWarning(UserWarning):
+    """A step that could not be compiled runs eagerly; the message says why."""
+
+
+class CaptureError(RuntimeError):
+    """The step's Python could not be captured as a graph (the message says why)."""
+
+
+# ---- signatures ------------------------------------------------------------------------------
+def signature(value: Any, nested: bool = False) -> Hashable:
+    """What a program captured for ``value`` depends on.
+
+    A top-level tensor is an input of the program: its shape, stride, dtype, device and
+    ``requires_grad`` count. Anything else is baked into it: a tensor inside a list by its
+    identity and version, a list, tuple or dict by its contents (so an edited list is seen),
+    another hashable value by its value, anything else by its identity.
+
+    Example::
+
+        >>> import torch
+        >>> signature(torch.zeros(2, 3)) == signature(torch.ones(2, 3))
+        True
+        >>> signature(torch.zeros(2, 3)) == signature(torch.zeros(3, 2).t())
+        False
+    """
+    if isinstance(value, torch.Tensor):
+        if nested:
+            try:
+                version = value._version
+            except RuntimeError:  # an inference tensor: it cannot change
+                version = None
+            return ("nested tensor", id(value), version)
+        return (
+            "tensor",
+            value.shape,
+            value.stride(),
+            value.dtype,
+            value.device,
+            value.requires_grad,
+        )
+    if isinstance(value, (list, tuple)):
+        return (type(value), tuple(signature(v, True) for v in value))
+    if isinstance(value, dict):
+        return (type(value), tuple((k, signature(v, True)) for k, v in value.items()))
+    try:
+        hash(value)
+    except TypeError:
+        return ("id", id(value))
+    return ("value", type(value), value)
+
+
+def call_signature(args: tuple, kwargs: dict) -> Hashable:
+    """:func:`signature` of a call's arguments."""
+    return (
+        tuple(signature(a) for a in args),
+        tuple((k, signature(v)) for k, v in sorted(kwargs.items())),
+    )
+
+
+# ---- capture ----------------------------------------------------------------------------------
+class _ParamsFromInputs(Messenger):
+    """Give each named param site ``transform(input)``, as the store would from its leaf: while
+    capturing, the inputs are the graph's, so the sites depend on them and not on the store."""
+
+    def __init__(self, inputs: dict[str, torch.Tensor], transforms: dict[str, Any]) -> None:
+        super().__init__()
+        self.inputs = inputs
+        self.transforms = transforms
+
+    def process_message(self, msg: Message) -> None:
+        if msg["type"] == "param" and not msg["done"] and msg["name"] in self.inputs:
+            name = msg["name"]
+            msg["value"] = self.transforms[name](self.inputs[name])
+            msg["done"] = True
+
+
+_BUFFERS_SEEN: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+"""The buffers of the networks run while capturing, with their values before: a forward that
+writes into its buffers (batch norm's statistics) writes into the real ones even on fake
+inputs, so :func:`capture` puts them back."""
+
+
+@contextmanager
+def _modules_read_inputs(inputs_by_leaf: dict[int, torch.Tensor]):
+    """While inside, a network whose ``nn.Parameter`` is a key (by ``id``) computes its forward
+    with the mapped tensor instead (``pyro.module`` networks use their own parameters, not what
+    ``param`` returns)."""
+    swapped: list[list] = []
+
+    def before(module: torch.nn.Module, args: Any) -> None:
+        for buffer in module._buffers.values():
+            if buffer is not None and id(buffer) not in _BUFFERS_SEEN:
+                with _disable_current_modes():  # a real copy, not a fake one
+                    _BUFFERS_SEEN[id(buffer)] = (buffer, buffer.detach().clone())
+        own = module._parameters
+        changes = [(k, p) for k, p in own.items() if id(p) in inputs_by_leaf]
+        for key, p in changes:
+            own[key] = inputs_by_leaf[id(p)]
+        swapped.append([module, changes])
+
+    def after(module: torch.nn.Module, args: Any, output: Any) -> None:
+        owner, changes = swapped.pop()
+        for key, p in changes:
+            owner._parameters[key] = p
+
+    pre = torch.nn.modules.module.register_module_forward_pre_hook(before)
+    post = torch.nn.modules.module.register_module_forward_hook(after, always_call=True)
+    try:
+        yield
+    finally:
+        pre.remove()
+        post.remove()
+
+
+def capture(fn: Callable[..., tuple], inputs: Sequence[torch.Tensor]) -> torch.fx.GraphModule:
+    """``fn(*inputs)`` recorded as a graph of ATen operations (``make_fx`` on fake tensors).
+
+    Validation is off while capturing (it reads values). Anything that needs a value - Python
+    control flow on a tensor, ``.item()``, a data-dependent output shape - raises
+    :class:`CaptureError` naming it. ``fn`` must return a tuple of tensors.
+
+    Example::
+
+        >>> import torch
+        >>> graph = capture(lambda x: (x.exp().sum(),), [torch.zeros(3)])
+        >>> graph(torch.zeros(3))[0].item()
+        3.0
+        >>> capture(lambda x: (x if x.sum() > 0 else -x,), [torch.zeros(3)])
+        Traceback (most recent call last):
+        ...
+        miniprob.infer.compiled.CaptureError: ...
+    """
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    was_validating = validation.validation_enabled()
+    validation.enable_validation(False)
+    VALUES_READABLE[0] = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return make_fx(fn, tracing_mode="fake", _allow_non_fake_inputs=True)(*inputs)
+    except Exception as e:  # whatever needed a value: the reason goes to the user
+        raise CaptureError(_reason(e)) from e
+    finally:
+        with torch.no_grad():
+            for buffer, value in _BUFFERS_SEEN.values():
+                buffer.copy_(value)
+        _BUFFERS_SEEN.clear()
+        VALUES_READABLE[0] = True
+        validation.enable_validation(was_validating)
+
+
+def _reason(error: Exception) -> str:
+    """Why a capture failed, and where in the user's code (the last frame outside torch and
+    miniprob)."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    if "data-dependent" in text or "DataDependent" in type(error).__name__:
+        first = f"Python reads a tensor's value (.item(), bool(), `if` on a tensor): {first}"
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frames = [
+        f
+        for f in traceback.extract_tb(error.__traceback__)
+        if not f.filename.startswith((package, os.path.dirname(torch.__file__)))
+        and "contextlib" not in f.filename
+    ]
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno}: {frames[-1].line})" if frames else ""
+    return f"{type(error).__name__}: {first}{where}"
+
+
+def _check_no_leaf_constants(graph: torch.fx.GraphModule, leaves: dict[str, torch.Tensor]) -> None:
+    """A parameter the graph holds as a constant was read behind the capture's back (a network
+    used other than through its forward): its program would never see it change."""
+    storages = {leaf.untyped_storage().data_ptr(): name for name, leaf in leaves.items()}
+    for node in graph.graph.nodes:
+        schema = getattr(node.target, "_schema", None)
+        if node.op == "call_function" and schema is not None and schema.is_mutable:
+            written = [a for a in node.args if isinstance(a, torch.fx.Node) and a.op == "get_attr"]
+            if written:
+                raise CaptureError(
+                    f"the step writes in place ({schema.name}) into a tensor that is not one of "
+                    "its inputs (a network's buffer, such as batch norm's running statistics?): "
+                    "a program would write into a copy"
+                )
+        if node.op != "get_attr":
+            continue
+        constant = getattr(graph, node.target, None)
+        if isinstance(constant, torch.Tensor) and constant.numel():
+            name = storages.get(constant.untyped_storage().data_ptr())
+            if name is not None:
+                raise CaptureError(
+                    f"param '{name}' is read other than through pyro.param or its network's "
+                    "forward, so a program would hold it as a constant"
+                )
+
+
+# ---- the objective, as a function of the inputs ------------------------------------------------
+def objective(
+    loss: Any, model: Callable, guide: Callable, args: tuple, kwargs: dict
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loss value, surrogate)`` of one evaluation: for an ELBO that keeps the base class's
+    particle loop, its particles (without the eager checks that read values); for any other
+    loss, its ``differentiable_loss`` (or its call) as both."""
+    if isinstance(loss, ELBO) and (
+        type(loss).differentiable_loss is ELBO.differentiable_loss
+        or getattr(loss, "_replays_captured_graphs", False)  # JitTrace_ELBO: its own particles
+    ):
+        losses, surrogates = [], []
+        for model_trace, guide_trace in loss._get_traces(model, guide, args, kwargs):
+            value, surrogate = loss._differentiable_loss_particle(model_trace, guide_trace)
+            losses.append(value)
+            surrogates.append(surrogate)
+        value = torch.as_tensor(_particle_mean(losses, loss.num_particles))
+        surrogate = torch.as_tensor(_particle_mean(surrogates, loss.num_particles))
+        return value, surrogate
+    fn = loss.differentiable_loss if isinstance(loss, ELBO) else loss
+    value = torch.as_tensor(fn(model, guide, *args, **kwargs))
+    return value.detach(), value
+
+
+class Inputs:
+    """Where a program's tensor inputs come from: parameter leaves by name, then the tensor
+    arguments of the call (positions and keywords); other arguments are baked in."""
+
+    def __init__(self, names: list[str], args: tuple, kwargs: dict) -> None:
+        store = get_param_store()
+        self.names = names
+        self.transforms = {n: _transform_for(n, store.get_constraint(n)) for n in names}
+        self.tensor_args = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+        self.tensor_kwargs = sorted(k for k, v in kwargs.items() if isinstance(v, torch.Tensor))
+        self.args = args
+        self.kwargs = kwargs
+
+    def data(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
+        return [args[i] for i in self.tensor_args] + [kwargs[k] for k in self.tensor_kwargs]
+
+    def call(self, data: Sequence[torch.Tensor]) -> tuple[tuple, dict]:
+        """The call's arguments with its tensors replaced by ``data``."""
+        rest = iter(data)
+        args = list(self.args)
+        for i in self.tensor_args:
+            args[i] = next(rest)
+        kwargs = dict(self.kwargs)
+        for k in self.tensor_kwargs:
+            kwargs[k] = next(rest)
+        return tuple(args), kwargs
+
+    @contextmanager
+    def reading(self, leaves: Sequence[torch.Tensor], store_leaves: Sequence[torch.Tensor]):
+        """Param sites and networks read ``leaves`` (the graph's) in place of ``store_leaves``."""
+        by_name = dict(zip(self.names, leaves, strict=True))
+        by_leaf = {id(s): x for s, x in zip(store_leaves, leaves, strict=True)}
+        with block(), _ParamsFromInputs(by_name, self.transforms), _modules_read_inputs(by_leaf):
+            yield
+
+
+def loss_and_grads_function(
+    loss: Any,
+    model: Callable,
+    guide: Callable,
+    inputs: Inputs,
+    store_leaves: Sequence[torch.Tensor],
+) -> Callable[..., tuple]:
+    """``f(*leaves, *data) -> (loss, *grads)``: the loss and the gradient of its surrogate for
+    every leaf (``None`` where the leaf does not reach it)."""
+    num = len(inputs.names)
+
+    def loss_and_grads(*tensors: torch.Tensor) -> tuple:
+        leaves = [t.detach().requires_grad_() for t in tensors[:num]]
+        args, kwargs = inputs.call(tensors[num:])
+        with torch.enable_grad(), inputs.reading(leaves, store_leaves):
+            value, surrogate = objective(loss, model, guide, args, kwargs)
+        if surrogate.requires_grad:
+            grads = torch.autograd.grad(surrogate, leaves, allow_unused=True)
+        else:
+            grads = (None,) * num
+        return (value, *grads)
+
+    return loss_and_grads
+
+
+# ---- the optimizer's update, written as tensor operations ---------------------------------------
+def _adam_supported(opt: torch.optim.Optimizer) -> bool:
+    if type(opt) is ClippedAdam:
+        group = opt.param_groups[0]
+        return len(opt.param_groups) == 1 and all(
+            isinstance(group[k], (int, float)) for k in ("lr", "eps", "weight_decay", "lrd")
+        )
+    if type(opt) is not torch.optim.Adam or len(opt.param_groups) != 1:
+        return False
+    if opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks:
+        return False
+    group = opt.param_groups[0]
+    beta1, beta2 = group["betas"]
+    return (
+        not group.get("amsgrad")
+        and not group.get("capturable")
+        and not group.get("differentiable")
+        and not group.get("decoupled_weight_decay")
+        and all(type(x) is float for x in (group["lr"], beta1, beta2, group["eps"]))
+        and isinstance(group["weight_decay"], (int, float))
+    )
+
+
+def _baked(opt: torch.optim.Optimizer) -> tuple:
+    """The hyperparameters a program bakes in (all but the rate, an input)."""
+    group = opt.param_groups[0]
+    keys = ("betas", "eps", "weight_decay", "maximize", "clip_norm", "lrd", "centered_variance")
+    return (type(opt),) + tuple(group.get(k) for k in keys)
+
+
+def _clip(grad: torch.Tensor, clip: dict[str, float]) -> torch.Tensor:
+    """``clip_grad_norm_`` then ``clip_grad_value_`` on one gradient, as ``PyroOptim`` does."""
+    if "clip_norm" in clip:
+        norm = torch.linalg.vector_norm(grad)
+        grad = grad * torch.clamp(clip["clip_norm"] / (norm + 1e-6), max=1.0)
+    if "clip_value" in clip:
+        grad = grad.clamp(-clip["clip_value"], clip["clip_value"])
+    return grad
+
+
+def _adam(
+    opt: torch.optim.Optimizer,
+    p: torch.Tensor,
+    g: torch.Tensor,
+    state: list[torch.Tensor],
+    rate: torch.Tensor,
+    ok: torch.Tensor,
+) -> None:
+    """One update of ``p`` in place, kept only where ``ok`` (a finite loss). ``state``:
+    ``[exp_avg, exp_avg_sq, step]`` for ``torch.optim.Adam`` (``rate`` the group's lr),
+    ``[exp_avg, exp_avg_sq]`` for ``ClippedAdam`` (``rate`` the step's signed step size)."""
+    group = opt.param_groups[0]
+    beta1, beta2 = group["betas"]
+    exp_avg, exp_avg_sq = state[0], state[1]
+    if type(opt) is ClippedAdam:
+        g = g.clamp(-group["clip_norm"], group["clip_norm"])
+    elif group.get("maximize"):
+        g = -g
+    if group["weight_decay"] != 0:
+        g = g + group["weight_decay"] * p
+    if type(opt) is ClippedAdam:
+        new_avg = exp_avg * beta1 + (1 - beta1) * g
+        spread = g - new_avg if group.get("centered_variance") else g
+        new_sq = exp_avg_sq * beta2 + (1 - beta2) * spread * spread
+        new_p = p + rate * new_avg / (new_sq.sqrt() + group["eps"])
+    else:
+        # torch.optim.Adam's single-tensor update, out of place.
+        new_avg = exp_avg.lerp(g, 1 - beta1)
+        new_sq = exp_avg_sq * beta2 + (1 - beta2) * g * g
+        step = state[2] + 1
+        bias1 = 1 - torch.pow(beta1, step)
+        bias2 = 1 - torch.pow(beta2, step)
+        denom = new_sq.sqrt() / bias2.sqrt() + group["eps"]
+        new_p = p - (rate / bias1) * new_avg / denom
+        state[2].copy_(torch.where(ok, step, state[2]))
+    exp_avg.copy_(torch.where(ok, new_avg, exp_avg))
+    exp_avg_sq.copy_(torch.where(ok, new_sq, exp_avg_sq))
+    p.copy_(torch.where(ok, new_p, p))
+
+
+class _Program:
+    """One captured and compiled step: its parameters, its optimizer plan, the callable."""
+
+    def __init__(self, names: list[str], leaves: list[torch.Tensor], store_size: int) -> None:
+        self.names = names
+        self.leaves = leaves
+        self.store_size = store_size
+        self.fn: Callable[..., Any] | None = None
+        self.fused = False
+        self.stepped: list[int] = []  # leaves with a gradient (indices into names)
+        self.optimizers: list[torch.optim.Optimizer] = []  # per stepped leaf
+        self.groups: list[torch.optim.Optimizer] = []  # distinct optimizers, in order
+        self.baked: list[tuple] = []
+        self.skipped: list[tuple] = []  # (optimizer, leaf) read without a gradient
+        self.state: list[torch.Tensor] = []
+        self.rates: tuple = ()
+        self.rate_tensor: torch.Tensor | None = None
+        self.inputs: Inputs | None = None
+        self.compile_seconds = 0.0
+
+
+class CompiledStep:
+    """The compiled steps of one :class:`~miniprob.infer.SVI`: ``step(args, kwargs)`` runs the
+    program of the call's signature, compiling it after the signature's first (eager) step.
+
+    :param svi: the SVI object (its model, guide, optimizer and loss).
+    :param backend: ``"inductor"`` compiles each captured graph with TorchInductor;
+        ``"aten"`` runs the captured graph as it is (op by op: quick to build, slower to run).
+    """
+
+    MAX_PROGRAMS = 32
+    """Programs kept (one per signature), the least recently used dropped first."""
+
+    def __init__(self, svi: Any, backend: str = "inductor") -> None:
+        if backend not in ("inductor", "aten"):
+            raise ValueError(f"compile backend must be 'inductor' or 'aten', got {backend!r}")
+        self.svi = svi
+        self.backend = backend
+        self._programs: dict[Hashable, _Program] = {}
+        self._eager: dict[Hashable, str] = {}  # signatures that fell back, and why
+        self.compile_seconds: list[float] = []
+
+    # ---- the step ---------------------------------------------------------------------------
+    def step(self, args: tuple, kwargs: dict) -> float:
+        """One step: the program of this signature if there is a fresh one, else an eager step
+        (after which the signature is compiled, unless it fell back before)."""
+        svi = self.svi
+        key = (svi.model, svi.guide, call_signature(args, kwargs))
+        program = self._programs.pop(key, None)
+        if program is not None and self._fresh(program):
+            self._programs[key] = program
+            return self._run(program, args, kwargs)
+        loss = svi._eager_step(args, kwargs)
+        if key not in self._eager:
+            try:
+                program = self._build(args, kwargs)
+            except CaptureError as e:
+                self._eager[key] = str(e)
+                warnings.warn(
+                    f"SVI(compile=True): this step runs eagerly, it could not be compiled: {e}",
+                    CompileWarning,
+                    stacklevel=3,
+                )
+                return loss
+            self._programs[key] = program
+            if len(self._programs) > self.MAX_PROGRAMS:
+                del self._programs[next(iter(self._programs))]
+        return loss
+
+    def _fresh(self, program: _Program) -> bool:
+        store = get_param_store()
+        if len(store) != program.store_size:
+            return False
+        params = store._params
+        try:
+            return all(map(operator.is_, (params[n] for n in program.names), program.leaves))
+        except KeyError:
+            return False
+
+    def _run(self, program: _Program, args: tuple, kwargs: dict) -> float:
+        data = program.inputs.data(args, kwargs)
+        if not program.fused:
+            return self._run_grads(program, data, args, kwargs)
+        state = self._state(program)
+        if state is None:  # the optimizer changed under the program: compile anew
+            self._programs = {k: p for k, p in self._programs.items() if p is not program}
+            return self.step(args, kwargs)
+        rates = self._rates(program)
+        if rates != program.rates:
+            program.rates = rates
+            program.rate_tensor = torch.tensor(rates, dtype=torch.float64)
+        with torch.no_grad():
+            (loss,) = program.fn(*program.leaves, *data, *state, program.rate_tensor)
+        for opt, leaf in program.skipped:
+            note = getattr(opt, "note_skipped", None)
+            if note is not None:
+                note([leaf])
+        value = float(loss)
+        if not math.isfinite(value):
+            self._undo_clipped_adam(program)
+            self._report_nonfinite(value, args, kwargs)
+        return value
+
+    def _run_grads(
+        self, program: _Program, data: list[torch.Tensor], args: tuple, kwargs: dict
+    ) -> float:
+        """A program of the loss and the gradients; the optimizer steps eagerly."""
+        svi = self.svi
+        with torch.no_grad():
+            loss, *grads = program.fn(*program.leaves, *data)
+        value = float(loss)
+        if not math.isfinite(value):
+            self._report_nonfinite(value, args, kwargs)
+        leaves = program.leaves
+        for i, grad in zip(program.stepped, grads, strict=True):
+            leaves[i].grad = grad
+        try:
+            svi.optim(leaves)
+        finally:
+            for leaf in leaves:
+                leaf.grad = None
+        return value
+
+    # ---- optimizer plumbing --------------------------------------------------------------------
+    def _state(self, program: _Program) -> list[torch.Tensor] | None:
+        """The optimizer state tensors the program updates, in its order; None if they no longer
+        fit it (another optimizer, other hyperparameters, state reloaded in another layout)."""
+        owner = self.svi.optim._owner
+        state = []
+        for i, opt in zip(program.stepped, program.optimizers, strict=True):
+            leaf = program.leaves[i]
+            entry = owner.get(leaf)
+            if entry is None or entry[1] is not opt:
+                return None
+            per = opt.state.get(leaf)
+            if not per:
+                return None
+            keys = (
+                ("exp_avg", "exp_avg_sq")
+                if type(opt) is ClippedAdam
+                else ("exp_avg", "exp_avg_sq", "step")
+            )
+            state.extend(per[k] for k in keys)
+        for opt, baked in zip(program.groups, program.baked, strict=True):
+            if _baked(opt) != baked:
+                return None
+        if not all(map(operator.is_, state, program.state)):
+            if any(
+                not isinstance(new, torch.Tensor)
+                or (new.shape, new.stride(), new.dtype) != (old.shape, old.stride(), old.dtype)
+                for new, old in zip(state, program.state, strict=True)
+            ):
+                return None
+            program.state = state
+        return state
+
+    def _rates(self, program: _Program) -> tuple:
+        """Per stepped leaf: the group's lr (Adam), or the signed step size (ClippedAdam, whose
+        rate and step count live in Python numbers in its state, moved here)."""
+        rates = []
+        for i, opt in zip(program.stepped, program.optimizers, strict=True):
+            group = opt.param_groups[0]
+            if type(opt) is ClippedAdam:
+                state = opt.state[program.leaves[i]]
+                state["lr"] *= group["lrd"]
+                state["step"] += 1
+                beta1, beta2 = group["betas"]
+                bias1, bias2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
+                rates.append(-state["lr"] * math.sqrt(bias2) / bias1)
+            else:
+                rates.append(group["lr"])
+        return tuple(rates)
+
+    def _undo_clipped_adam(self, program: _Program) -> None:
+        for i, opt in zip(program.stepped, program.optimizers, strict=True):
+            if type(opt) is ClippedAdam:
+                state = opt.state[program.leaves[i]]
+                state["lr"] /= opt.param_groups[0]["lrd"]
+                state["step"] -= 1
+
+    def _report_nonfinite(self, value: float, args: tuple, kwargs: dict) -> None:
+        """Raise with the eager report (other draws, the same parameters: a program keeps no
+        traces); the program changed nothing."""
+        from .diagnostics import raise_nonfinite
+
+        svi = self.svi
+        loss = svi._elbo
+        particles = None
+        if isinstance(loss, ELBO):
+            with torch.random.fork_rng(), torch.no_grad(), block():
+                particles = list(loss._get_traces(svi.model, svi.guide, args, kwargs))
+        raise_nonfinite(value, particles=particles)
+
+    # ---- building a program ---------------------------------------------------------------------
+    def _build(self, args: tuple, kwargs: dict) -> _Program:
+        """Capture and compile the step of this signature, after an eager step of it (which
+        created the parameters and the optimizer's state)."""
+        start = time.perf_counter()
+        svi = self.svi
+        store = get_param_store()
+        names = [n for n in svi._last_read if n in store]
+        leaves = [store.unconstrained(n) for n in names]
+        program = _Program(names, leaves, len(store))
+        program.inputs = inputs = Inputs(names, args, kwargs)
+        data = inputs.data(args, kwargs)
+        loss = svi._elbo if svi._elbo is not None else svi.loss
+        grads_fn = loss_and_grads_function(loss, svi.model, svi.guide, inputs, leaves)
+        rng = torch.get_rng_state()
+        try:
+            with torch.no_grad():
+                graph = capture(grads_fn, [*leaves, *data])
+        finally:
+            torch.set_rng_state(rng)
+        _check_no_leaf_constants(graph, dict(zip(names, leaves, strict=True)))
+        # Which leaves the loss reaches: the outputs that are not None.
+        outputs = next(n for n in graph.graph.nodes if n.op == "output").args[0]
+        reached = [i for i, out in enumerate(outputs[1:]) if out is not None]
+        program.stepped = [
+            i
+            for i in range(len(names))
+            if i in reached or getattr(leaves[i], "_miniprob_had_grad", False)
+        ]
+        optim = svi.optim
+        program.fused = self._plan(program, optim)
+        if program.fused:
+            graph = self._capture_step(program, grads_fn, data)
+        else:
+            stepped = set(program.stepped)
+            program.stepped = [i for i in range(len(names)) if i in stepped]
+            graph = self._grads_only(graph, program)
+        example = [*leaves, *data, *program.state]
+        if program.fused:
+            program.rates = self._peek_rates(program)
+            program.rate_tensor = torch.tensor(program.rates, dtype=torch.float64)
+            example.append(program.rate_tensor)
+        program.fn = self._compile(graph, example)
+        program.compile_seconds = time.perf_counter() - start
+        self.compile_seconds.append(program.compile_seconds)
+        return program
+
+    def _plan(self, program: _Program, optim: PyroOptim) -> bool:
+        """Whether the optimizer's update goes into the program: every stepped leaf owned by a
+        plain ``torch.optim.Adam`` or a ``ClippedAdam`` with state, and a ``PyroOptim`` whose
+        call is the base class's (else the program gives gradients and the optimizer steps)."""
+        if type(optim).__call__ is not PyroOptim.__call__:
+            return False
+        for i in program.stepped:
+            leaf = program.leaves[i]
+            entry = optim._owner.get(leaf)
+            if entry is None or not _adam_supported(entry[1]) or not entry[1].state.get(leaf):
+                return False
+            opt = entry[1]
+            program.optimizers.append(opt)
+            if opt not in program.groups:
+                program.groups.append(opt)
+        program.baked = [_baked(opt) for opt in program.groups]
+        for i, leaf in enumerate(program.leaves):
+            entry = optim._owner.get(leaf)
+            if i not in program.stepped and entry is not None:
+                program.skipped.append((entry[1], leaf))
+        state = self._state(program)
+        if state is None:
+            return False
+        program.state = state
+        return True
+
+    def _peek_rates(self, program: _Program) -> tuple:
+        """The rates the next step will use (ClippedAdam's state left as it is)."""
+        rates = []
+        for i, opt in zip(program.stepped, program.optimizers, strict=True):
+            group = opt.param_groups[0]
+            if type(opt) is ClippedAdam:
+                state = opt.state[program.leaves[i]]
+                step = state["step"] + 1
+                beta1, beta2 = group["betas"]
+                bias1, bias2 = 1 - beta1**step, 1 - beta2**step
+                rates.append(-state["lr"] * group["lrd"] * math.sqrt(bias2) / bias1)
+            else:
+                rates.append(group["lr"])
+        return tuple(rates)
+
+    def _capture_step(
+        self, program: _Program, grads_fn: Callable, data: list[torch.Tensor]
+    ) -> torch.fx.GraphModule:
+        """The whole step as one graph: loss, gradients, clipping, the update in place."""
+        num, num_data = len(program.names), len(data)
+        clips = self.svi.optim._clip_of
+        clip_of = [clips.get(program.leaves[i]) for i in program.stepped]
+        sizes = [2 if type(opt) is ClippedAdam else 3 for opt in program.optimizers]
+
+        def whole_step(*tensors: torch.Tensor) -> tuple:
+            leaves = tensors[:num]
+            state = list(tensors[num + num_data : -1])
+            rates = tensors[-1]
+            loss, *grads = grads_fn(*leaves, *tensors[num : num + num_data])
+            ok = torch.isfinite(loss)
+            at = 0
+            for k, i in enumerate(program.stepped):
+                grad = grads[i]
+                grad = torch.zeros_like(leaves[i]) if grad is None else grad
+                if clip_of[k]:
+                    grad = _clip(grad, clip_of[k])
+                rate = rates[k].to(leaves[i].dtype)
+                _adam(program.optimizers[k], leaves[i], grad, state[at : at + sizes[k]], rate, ok)
+                at += sizes[k]
+            return (loss,)
+
+        example = [
+            *program.leaves,
+            *data,
+            *program.state,
+            torch.zeros(len(program.stepped), dtype=torch.float64),
+        ]
+        rng = torch.get_rng_state()
+        try:
+            with torch.no_grad():
+                return capture(whole_step, example)
+        finally:
+            torch.set_rng_state(rng)
+
+    @staticmethod
+    def _grads_only(graph: torch.fx.GraphModule, program: _Program) -> torch.fx.GraphModule:
+        """The capture's graph, its outputs cut to the loss and the stepped leaves' gradients
+        (zeros for a stepped leaf the loss does not reach)."""
+        output = next(n for n in graph.graph.nodes if n.op == "output")
+        outs = output.args[0]
+        new_outs = [outs[0]]
+        with graph.graph.inserting_before(output):
+            for i in program.stepped:
+                out = outs[1 + i]
+                if out is None:
+                    placeholder = [n for n in graph.graph.nodes if n.op == "placeholder"][i]
+                    out = graph.graph.call_function(
+                        torch.ops.aten.zeros_like.default, (placeholder,)
+                    )
+                new_outs.append(out)
+        output.args = (tuple(new_outs),)
+        graph.graph.eliminate_dead_code()
+        graph.recompile()
+        return graph
+
+    def _compile(self, graph: torch.fx.GraphModule, example: list[torch.Tensor]) -> Callable:
+        if self.backend == "aten":
+            return graph
+        with warnings.catch_warnings():
+            # Importing TorchInductor touches torch.jit's deprecated decorators: not the user's.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from torch._guards import TracingContext, tracing
+            from torch._inductor.compile_fx import compile_fx
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+        # Fake inputs with a shape environment (all shapes static): TorchInductor's FX graph
+        # cache keys a graph by them, so a second process finds its kernels on disk.
+        fake_mode = FakeTensorMode(shape_env=ShapeEnv())
+        fakes = [fake_mode.from_tensor(t, static_shapes=True) for t in example]
+        rng = torch.get_rng_state()
+        try:
+            with torch.no_grad(), tracing(TracingContext(fake_mode)):
+                return compile_fx(graph, fakes)
+        except Exception as e:
+            raise CaptureError(
+                f"TorchInductor could not compile the step: {type(e).__name__}: {e}"
+            ) from e
+        finally:
+            torch.set_rng_state(rng)
