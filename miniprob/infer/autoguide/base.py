@@ -78,7 +78,17 @@ class LatentSite(NamedTuple):
 
 
 def latent_site(name: str, site: Message, unconstrained: torch.Tensor) -> LatentSite:
-    """The :class:`LatentSite` of a prototype site whose unconstrained value is known."""
+    """The :class:`LatentSite` of a prototype site whose unconstrained value is known.
+
+    Example::
+
+        >>> import miniprob.distributions as dist
+        >>> site = {"name": "p", "fn": dist.Dirichlet(torch.ones(3)), "value": torch.ones(3) / 3,
+        ...         "cond_indep_stack": ()}
+        >>> entry = latent_site("p", site, bijection(site).inv(site["value"]))
+        >>> entry.event_dim, entry.site_event_dim
+        (1, 1)
+    """
     transform = bijection(site)
     event_dim = site["fn"].event_dim + unconstrained.dim() - site["value"].dim()
     plates = tuple(f.name for f in site["cond_indep_stack"])
@@ -86,7 +96,14 @@ def latent_site(name: str, site: Message, unconstrained: torch.Tensor) -> Latent
 
 
 def bijection(site: Message) -> Transform:
-    """``biject_to`` of the site's support (identity steps left out), or an error naming it."""
+    """``biject_to`` of the site's support (identity steps left out), or an error naming it.
+
+    Example::
+
+        >>> import miniprob.distributions as dist
+        >>> bijection({"name": "s", "fn": dist.LogNormal(0.0, 1.0)})
+        ExpTransform()
+    """
     with support_errors(site):
         return simplified(biject_to(site["fn"].support))
 
@@ -95,7 +112,17 @@ def constrained_site(guide: str, site: LatentSite, unconstrained: torch.Tensor) 
     """Sample ``site`` at ``transform(unconstrained)``: a ``Delta`` whose log density is the
     log-det-Jacobian of the inverse transform (so the guide's density is that of the
     constrained value), as Pyro's. ``infer["autoguide"]`` names the guide (for the ELBO's
-    checks)."""
+    checks).
+
+    Example::
+
+        >>> import miniprob.distributions as dist
+        >>> site = {"name": "s", "fn": dist.LogNormal(0.0, 1.0), "value": torch.tensor(1.0),
+        ...         "cond_indep_stack": ()}
+        >>> entry = latent_site("s", site, torch.tensor(0.0))
+        >>> constrained_site("MyGuide", entry, torch.tensor(0.0)).item()
+        1.0
+    """
     infer = {"autoguide": guide}
     transform = site.transform
     if transform is identity_transform:
