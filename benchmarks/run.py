@@ -35,11 +35,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
+import autoguide_models  # noqa: E402
 import enum_bench  # noqa: E402
 import models  # noqa: E402
 
 import miniprob  # noqa: E402
 from miniprob.params import _CURRENT as _CURRENT_STORE  # noqa: E402
+
+models.BENCHMARKS.update(autoguide_models.BENCHMARKS)
 
 try:
     import pyro
@@ -374,6 +377,11 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "RESULTS.md").write_text(markdown(results))
+    if (HERE / "distributed.json").exists():  # keep the section of benchmarks/distributed.py
+        import distributed
+
+        saved = json.loads((HERE / "distributed.json").read_text())
+        distributed.write_section(out / "RESULTS.md", distributed.section(saved))
     print(markdown(results))
 
 

@@ -12,7 +12,7 @@ Example::
     >>> model(torch.randn(5))
 """
 
-from . import distributions, infer, nn, optim, poutine
+from . import distributions, infer, nn, optim, poutine, settings
 from .blackbox import black_box
 from .checkpoint import load_checkpoint, save_checkpoint
 from .deferred import Constrained, DeferredDistribution, deferred
@@ -59,6 +59,7 @@ __all__ = [
     "sample",
     "save_checkpoint",
     "set_rng_seed",
+    "settings",
     "subsample",
     "validation_enabled",
 ]

@@ -2,7 +2,8 @@
 
 ``save_checkpoint`` writes the current ParamStore (unconstrained values and constraints), the
 optimizer's and scheduler's state, the random number generators of torch, ``random`` and NumPy,
-and any ``extra`` object you pass. ``load_checkpoint`` puts all of it back, so that N steps,
+and any ``extra`` object you pass (in a data-parallel run, every rank's RNG states: rank 0
+writes, every rank resumes). ``load_checkpoint`` puts all of it back, so that N steps,
 a save, a load (in a fresh process too) and M more steps give bit for bit the parameters of
 N + M steps.
 
@@ -49,6 +50,7 @@ from typing import Any
 import torch
 
 from .atomic import atomic_write, check_loadable, checked_path, safe_load
+from .optim.distributed import DistributedOptimizer
 from .optim.lr_scheduler import PyroLRScheduler
 from .optim.optim import PyroOptim, check_optim_state
 from .params import (
@@ -79,6 +81,10 @@ def save_checkpoint(
     tensors, numbers, strings, None, NumPy arrays and lists, tuples, sets and dicts of them
     (what a weights-only load reads back); anything else raises ``ValueError`` and nothing is
     written.
+
+    With a :class:`~miniprob.optim.DistributedOptimizer` as ``optim`` the save is collective:
+    every rank calls it, rank 0 writes the file (with every rank's RNG state) and every rank
+    returns once it is written.
     """
     path = checked_path(path, "save_checkpoint")
     _check_types("save_checkpoint", optim, scheduler)
@@ -94,11 +100,17 @@ def save_checkpoint(
         "rng": get_rng_state(),
         "extra": extra,
     }
+    if isinstance(optim, DistributedOptimizer):
+        optim._save_checkpoint(state, lambda state: atomic_write(path, _encode(state)))
+    else:
+        atomic_write(path, _encode(state))
+
+
+def _encode(state: dict) -> bytes:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     payload = buffer.getvalue()
-    header = _MAGIC + _HEADER.pack(len(payload), hashlib.sha256(payload).digest())
-    atomic_write(path, header + payload)
+    return _MAGIC + _HEADER.pack(len(payload), hashlib.sha256(payload).digest()) + payload
 
 
 def _check_types(where: str, optim: Any, scheduler: Any) -> None:
@@ -127,6 +139,10 @@ def load_checkpoint(
     and changes nothing. The file is read as weights only and runs no code (see the module
     docstring); ``trusted=True`` unpickles anything and runs what the file names: only for a
     file you wrote.
+
+    With a :class:`~miniprob.optim.DistributedOptimizer` as ``optim``, each rank gets back the
+    RNG state it saved (the world size must be the one that saved it); without one, the RNGs
+    get rank 0's.
     """
     _check_types("load_checkpoint", optim, scheduler)
     path = os.fspath(path)
@@ -138,13 +154,21 @@ def load_checkpoint(
     if scheduler is not None and state["scheduler"] is None:
         raise ValueError(f"checkpoint {path!r} holds no scheduler state (saved without scheduler=)")
     _check_parts(path, state)
+    if isinstance(optim, DistributedOptimizer):
+        rng = optim._rng_state(state, path)
+        try:
+            check_rng_state(rng)
+        except ValueError as e:
+            raise ValueError(f"checkpoint {path!r}: this rank's {e}") from None
+    else:
+        rng = state["rng"]
     _restore_params(store, state["params"], targets)
     if optim is not None:
         optim.set_state(state["optim"])
     if scheduler is not None:
         scheduler.set_state(state["scheduler"]["optim"])
         scheduler.set_scheduler_state(state["scheduler"]["schedulers"])
-    set_rng_state(state["rng"])
+    set_rng_state(rng)
     return state["extra"]
 
 

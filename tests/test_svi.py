@@ -137,12 +137,13 @@ def test_a_callable_loss_step_warns_about_nothing():
 
 
 def test_an_elbo_instance_is_a_callable_loss():
-    """``elbo(model, guide)`` is its differentiable loss: SVI gives the same result either way."""
+    """``elbo(model, guide, *args)`` is its differentiable loss (a miniprob extension; with
+    no further arguments it is Pyro's ``ELBOModule``): SVI gives the same result either way."""
     svi = fresh_svi()
-    expected = [svi.step() for _ in range(5)]
+    expected = [svi.step(DATA) for _ in range(5)]
     expected_params = params()
     svi = fresh_svi(loss=Trace_ELBO().__call__)
-    got = [svi.step() for _ in range(5)]
+    got = [svi.step(DATA) for _ in range(5)]
     assert got == pytest.approx(expected, rel=1e-6)
     for name, value in params().items():
         torch.testing.assert_close(value, expected_params[name], atol=1e-6, rtol=0)

@@ -46,9 +46,17 @@ class Delta(TorchDistribution):
         return Delta(v, log_density, len(self.event_shape))
 
     def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
-        return self.v.expand(torch.Size(sample_shape) + self.v.shape)
+        draw = self.v.expand(torch.Size(sample_shape) + self.v.shape)
+        if not sample_shape:
+            self._draw = draw  # log_prob recognizes it without comparing
+        return draw
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        if x is self.v or x is self.__dict__.get("_draw"):
+            # The point itself, or this Delta's draw of it (an autoguide's site): the
+            # comparison would give log(1) = 0 everywhere, so the result is the log density.
+            log_density = self.log_density
+            return log_density.expand(self.batch_shape) if self.batch_shape else log_density
         v = self.v.expand(self.batch_shape + self.event_shape)
         log_p = (x == v).type(x.dtype).log()
         if self.event_shape:

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import zip_longest
 from typing import Any
 
 import torch
 
+from ..params import get_param_store
 from ..poutine.handlers import block, replay, trace
 from ..poutine.plate import _Subsample, plate, prune_subsample_sites
 from ..poutine.trace_struct import Trace
+from ..runtime import Message, Messenger
 from ..validation import validation_enabled
 from .diagnostics import raise_nonfinite
 
@@ -202,9 +204,115 @@ class ELBO:
             raise_nonfinite(value, particles=particles)
         return value, surrogate
 
-    def __call__(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """``elbo(model, guide, *args)`` is ``differentiable_loss``: ELBOs are loss callables."""
+    def __call__(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> ELBOModule | torch.Tensor:
+        """``elbo(model, guide)`` is an :class:`ELBOModule`, an ``nn.Module`` whose forward is
+        the differentiable loss, as in Pyro.
+
+        With further arguments, ``elbo(model, guide, *args, **kwargs)`` is
+        ``differentiable_loss(model, guide, *args, **kwargs)`` (a miniprob extension: ELBOs
+        are loss callables for ``SVI``). A model without arguments gets its loss from
+        ``elbo(model, guide)()`` or ``differentiable_loss``.
+        """
+        if not args and not kwargs:
+            return ELBOModule(model, guide, self)
         return self.differentiable_loss(model, guide, *args, **kwargs)
+
+
+class _NewParams(Messenger):
+    """Record the names of the parameters read inside that ``known`` lacks, in reading order."""
+
+    def __init__(self, known: dict) -> None:
+        super().__init__()
+        self.known = known
+        self.names: dict[str, None] = {}
+
+    def postprocess_message(self, msg: Message) -> None:
+        if msg["type"] == "param" and msg["name"] not in self.known:
+            self.names[msg["name"]] = None
+
+
+class ELBOModule(torch.nn.Module):
+    """An ELBO bound to a model and a guide, as an ``nn.Module``: ``forward(*args, **kwargs)``
+    is ``elbo.differentiable_loss(model, guide, *args, **kwargs)``.
+
+    Its parameters are the model's and guide's: those of ``model`` and ``guide`` when they are
+    ``nn.Module`` s, and every ParamStore parameter they read (``pyro.param``,
+    ``pyro.module``), adopted on the call that first reads it, as Pyro's modules create theirs
+    on a first call. Adopted parameters are the store's unconstrained leaves themselves (made
+    ``nn.Parameter`` s in place), under ``params``, their store names with ``.`` written ``_``:
+    ``torch.optim``, ``DistributedDataParallel`` and Lightning train the store directly. Call
+    the module once before handing ``parameters()`` to an optimizer or wrapping it in
+    ``DistributedDataParallel``.
+
+    Example::
+
+        >>> import torch, miniprob as pyro, miniprob.distributions as dist
+        >>> from miniprob.infer import Trace_ELBO
+        >>> pyro.clear_param_store()
+        >>> def model(x):
+        ...     loc = pyro.sample("loc", dist.Normal(0.0, 10.0))
+        ...     with pyro.plate("data", len(x)):
+        ...         pyro.sample("obs", dist.Normal(loc, 1.0), obs=x)
+        >>> def guide(x):
+        ...     m = pyro.param("m", torch.tensor(0.0))
+        ...     pyro.sample("loc", dist.Delta(m))
+        >>> loss_fn = Trace_ELBO()(model, guide)
+        >>> x = torch.full((10,), 3.0)
+        >>> _ = loss_fn(x)
+        >>> [name for name, _ in loss_fn.named_parameters()]
+        ['params.m']
+        >>> opt = torch.optim.Adam(loss_fn.parameters(), lr=0.1)
+        >>> for _ in range(200):
+        ...     opt.zero_grad()
+        ...     loss_fn(x).backward()
+        ...     opt.step()
+        >>> round(pyro.param("m").item(), 1)
+        3.0
+    """
+
+    def __init__(self, model: Callable, guide: Callable, elbo: ELBO) -> None:
+        super().__init__()
+        self.model = model
+        self.guide = guide
+        self.elbo = elbo
+        self.params = torch.nn.Module()
+        self._adopted: dict[str, str] = {}  # store name -> attribute name in ``params``
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        reads = _NewParams(self._adopted)
+        with reads:
+            loss = self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
+        if reads.names:
+            self._adopt(reads.names)
+        return loss
+
+    def _adopt(self, names: Iterable[str]) -> None:
+        store = get_param_store()
+        owned = {id(p) for p in self.parameters()}
+        attrs = set(self.params._parameters)
+        for name in names:
+            if name not in store:  # a value some handler gave, not a stored parameter
+                continue
+            leaf = store.unconstrained(name)
+            attr = name.replace(".", "_")
+            if attr in attrs:
+                other = next(n for n, a in self._adopted.items() if a == attr)
+                raise ValueError(
+                    f"ELBOModule: params '{name}' and '{other}' both become the module "
+                    f"parameter '{attr}' ('.' is written '_'); rename one of them"
+                )
+            self._adopted[name] = attr
+            if id(leaf) in owned:  # already a parameter of the model's or guide's module
+                continue
+            if not isinstance(leaf, torch.nn.Parameter):
+                # In place (as torch's UninitializedParameter does): the store, the optimizer
+                # and the graph of this call keep the same tensor.
+                leaf.__class__ = torch.nn.Parameter
+            self.params.register_parameter(attr, leaf)
+            attrs.add(attr)
+            owned.add(id(leaf))
 
 
 def _particle_mean(values: list, num_particles: int) -> Any:

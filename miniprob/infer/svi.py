@@ -110,9 +110,14 @@ class SVI:
         # With a thousand sites that was 15% of the step.
         gc_was_enabled = gc.isenabled()
         gc.disable()
+        sync = self.optim._param_sync
         try:
-            with capture:
-                loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
+            if sync is None:
+                with capture:
+                    loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
+            else:
+                with sync, capture:
+                    loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
             # The unconstrained leaves behind the values read, each once, in order of reading.
             params = list(dict.fromkeys(v.unconstrained() for v in capture.params.values()))
             if self._first_step:
@@ -126,8 +131,9 @@ class SVI:
                 if p.grad is None and getattr(p, "_miniprob_had_grad", False):
                     p.grad = torch.zeros_like(p)
             self.optim(params)
-        except BaseException:
+        except BaseException as error:
             _undo_step(created, capture.params, self.optim)
+            self.optim._step_failed(error)
             raise
         finally:
             _CREATED.reset(created_token)

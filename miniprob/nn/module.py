@@ -44,8 +44,17 @@ from typing import Any, NamedTuple
 import torch
 from torch.distributions import Distribution, constraints
 
-from ..params import _CURRENT, MODULE_SEPARATOR, ParamStore, _transform_for
+from .. import settings
+from ..params import (
+    _CURRENT,
+    MODULE_SEPARATOR,
+    ParamStore,
+    _LeafHandle,
+    _transform_for,
+    module_param_name,
+)
 from ..primitives import deterministic, module, param, sample
+from ..runtime import _STACK, apply_stack, new_message
 from ..unconstrain import constraint_transform, unconstrain
 
 __all__ = [
@@ -150,18 +159,35 @@ class PyroSample:
         return obj.__getattr__(self.name)
 
 
-class _Context:
-    """The state one root module shares with its sub-modules: how deep in calls it is, and the
-    values of its ``PyroSample`` attributes drawn during the outermost call."""
+_MODULE_LOCAL_PARAMS = False
 
-    __slots__ = ("active", "cache", "used")
+
+@settings.register("module_local_params", __name__, "_MODULE_LOCAL_PARAMS")
+def _check_module_local_params(value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"settings: module_local_params should be a bool, got {value!r}")
+
+
+class _Context:
+    """The state one root module shares with its sub-modules: how deep in calls it is, the
+    values of its ``PyroSample`` attributes drawn during the outermost call and, with
+    ``module_local_params``, the store made current during calls (where a stray ``param``
+    statement would land)."""
+
+    __slots__ = ("active", "cache", "local_store", "token", "used")
 
     def __init__(self) -> None:
         self.active = 0
         self.cache: dict[str, torch.Tensor] = {}
         self.used = False
+        self.local_store: ParamStore | None = None
+        self.token: Any = None
 
     def __enter__(self) -> None:
+        if not self.active and _MODULE_LOCAL_PARAMS:
+            if self.local_store is None:
+                self.local_store = ParamStore()
+            self.token = _CURRENT.set(self.local_store)
         self.active += 1
         self.used = True
 
@@ -169,6 +195,29 @@ class _Context:
         self.active -= 1
         if not self.active:
             self.cache.clear()
+            if self.token is not None:
+                _CURRENT.reset(self.token)
+                self.token = None
+
+
+def _local_param(
+    name: str, value: torch.Tensor, constraint: constraints.Constraint, event_dim: int | None
+) -> torch.Tensor:
+    """A ``param`` statement whose value is a module's own (``module_local_params``): handlers
+    see it, the store is not involved."""
+    if not _STACK.get():
+        return value
+    kwargs = {"constraint": constraint, "event_dim": event_dim}
+    msg = new_message("param", name, lambda *args, **kwargs: value, (name,), kwargs)
+    apply_stack(msg)
+    return msg["value"]
+
+
+def _with_handle(leaf: torch.Tensor) -> torch.Tensor:
+    # A leaf read as its own value carries its ``.unconstrained()`` handle, as store leaves do.
+    if "unconstrained" not in leaf.__dict__:
+        leaf.unconstrained = _LeafHandle(leaf)
+    return leaf
 
 
 def _make_name(prefix: str, name: str) -> str:
@@ -346,8 +395,16 @@ class PyroModule(torch.nn.Module, metaclass=_PyroModuleMeta):
                 child._pyro_set_supermodule(_make_name(name, key), context)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with self._pyro_context:
-            return super().__call__(*args, **kwargs)
+        context = self._pyro_context
+        with context:
+            result = super().__call__(*args, **kwargs)
+        if context.local_store and not context.active:
+            raise NotImplementedError(
+                f"PyroModule '{self._pyro_name or type(self).__name__}': param statements "
+                f"{list(context.local_store.keys())} inside a module with module_local_params "
+                "are not supported (as in Pyro); make them PyroParam or nn.Parameter attributes"
+            )
+        return result
 
     def __getattr__(self, name: str) -> Any:
         state = self.__dict__
@@ -368,7 +425,13 @@ class PyroModule(torch.nn.Module, metaclass=_PyroModuleMeta):
                     # A sub-module converted in place (to_pyro_module_) joins on first read.
                     result._pyro_set_supermodule(_make_name(self._pyro_name, name), context)
             elif result is not None and context.active:
-                module(_make_name(self._pyro_name, name), result)
+                fullname = _make_name(self._pyro_name, name)
+                if not _MODULE_LOCAL_PARAMS:
+                    module(fullname, result)
+                else:
+                    for pname, leaf in result.named_parameters():
+                        full = module_param_name(fullname, pname)
+                        _local_param(full, _with_handle(leaf), constraints.real, None)
             return result
         parameters = state.get("_parameters", ())
         if context is not None and name in parameters:
@@ -379,7 +442,11 @@ class PyroModule(torch.nn.Module, metaclass=_PyroModuleMeta):
                 and (type(result) is torch.nn.Parameter or isinstance(result, torch.nn.Parameter))
                 and not name.endswith("_unconstrained")
             ):
-                param(_make_name(self._pyro_name, name), result)
+                if not _MODULE_LOCAL_PARAMS:
+                    param(_make_name(self._pyro_name, name), result)
+                else:
+                    fullname = _make_name(self._pyro_name, name)
+                    _local_param(fullname, _with_handle(result), constraints.real, None)
             return result
         return super().__getattr__(name)
 
@@ -392,6 +459,13 @@ class PyroModule(torch.nn.Module, metaclass=_PyroModuleMeta):
             value.unconstrained = weakref.ref(leaf)
             return value
         fullname = _make_name(self._pyro_name, name)
+        if _MODULE_LOCAL_PARAMS:
+            value = constraint_transform(fullname, constraint)(leaf)
+            if value is leaf:
+                _with_handle(leaf)
+            else:
+                value.unconstrained = weakref.ref(leaf)
+            return _local_param(fullname, value, constraint, event_dim)
         store = _CURRENT.get()
         stored = store._params.get(fullname)
         if stored is None:
@@ -449,7 +523,8 @@ class PyroModule(torch.nn.Module, metaclass=_PyroModuleMeta):
         fullname = _make_name(self._pyro_name, name)
         store = _CURRENT.get()
         owned = name in self._pyro_params or name in self._parameters
-        if context.active and not owned and fullname in store:
+        shared = context.active and not _MODULE_LOCAL_PARAMS
+        if shared and not owned and fullname in store:
             leaf = _as_module_leaf(store, fullname)  # the store's value wins, as in Pyro
         else:
             leaf = _leaf_parameter(f"PyroParam '{self._fullname_or(name)}'", init, constraint)
@@ -457,13 +532,12 @@ class PyroModule(torch.nn.Module, metaclass=_PyroModuleMeta):
         self._pyro_params[name] = constraint, event_dim
         super().__setattr__(name + "_unconstrained", leaf)
         if context.active:
-            if store._params.get(fullname) is not leaf:
-                _put_in_store(store, fullname, leaf, constraint)
-            param(fullname, event_dim=event_dim)
+            self._read_pyro_param(name, constraint, event_dim)  # the param statement
 
     def _set_parameter(self, name: str, value: torch.nn.Parameter) -> None:
         self._drop(name)
-        if self.__dict__.get("_pyro_context") is not None and self._pyro_context.active:
+        context = self.__dict__.get("_pyro_context")
+        if context is not None and context.active and not _MODULE_LOCAL_PARAMS:
             fullname = _make_name(self._pyro_name, name)
             param(fullname, value)
             store = _CURRENT.get()

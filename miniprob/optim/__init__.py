@@ -1,5 +1,5 @@
 """Optimizers (``miniprob.optim``): Pyro-style wrappers over ``torch.optim``, ``ClippedAdam``,
-learning-rate schedulers and multi-optimizers.
+learning-rate schedulers, multi-optimizers and ``DistributedOptimizer`` (data-parallel SVI).
 
 Example::
 
@@ -15,6 +15,7 @@ import torch
 
 from . import multi
 from .clipped_adam import ClippedAdam as _ClippedAdamTorch
+from .distributed import DistributedOptimizer, DistributedStepError
 from .lr_scheduler import PyroLRScheduler
 from .multi import MixedMultiOptimizer, MultiOptimizer, PyroMultiOptimizer, TorchMultiOptimizer
 from .optim import ClipArgs, OptimArgs, PyroOptim
@@ -81,6 +82,8 @@ globals().update(_wrapped)
 
 __all__ = [
     *sorted(_wrapped),
+    "DistributedOptimizer",
+    "DistributedStepError",
     "MixedMultiOptimizer",
     "MultiOptimizer",
     "PyroLRScheduler",

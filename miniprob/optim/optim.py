@@ -150,6 +150,14 @@ class PyroOptim:
         self._pending: dict[str, dict] = {}
         self._restored: dict[str, dict] = {}  # pending state loaded during the current call
 
+    # A handler ``SVI`` runs each step's loss under: ``DistributedOptimizer``'s broadcasts each
+    # parameter on its first read. None: the optimizer needs none (nothing added to the step).
+    _param_sync: Any = None
+
+    def _step_failed(self, error: BaseException) -> None:
+        """Called by ``SVI`` after a step raised ``error`` and was undone (a
+        ``DistributedOptimizer`` tells the other ranks); nothing to do here."""
+
     def _check_args(self, args: dict, where: str) -> None:
         if self._allowed is None:
             return

@@ -17,17 +17,23 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.distributions import biject_to
+from torch.distributions.transforms import Transform, identity_transform
 
 from ...distributions import constraints
+from ...distributions.delta import Delta
 from ...nn import PyroModule, PyroParam
 from ...poutine.handlers import block, trace
 from ...poutine.plate import _Subsample, plate
 from ...poutine.trace_struct import Trace
+from ...primitives import sample
 from ...runtime import Message
+from ...unconstrain import simplified
+from .initialization import init_values, support_errors
 
 __all__ = ["AutoGuide"]
 
@@ -58,6 +64,47 @@ def sum_rightmost(value: Any, dim: int) -> Any:
     if dim >= value.dim():
         return value.sum()
     return value.reshape(value.shape[:-dim] + (-1,)).sum(-1)
+
+
+class LatentSite(NamedTuple):
+    """What an autoguide keeps of one latent site of the prototype trace."""
+
+    name: str
+    transform: Transform  # biject_to(support), identity steps left out
+    inv: Transform  # its inverse, kept (torch makes a new one at each .inv otherwise)
+    event_dim: int  # of the unconstrained value
+    site_event_dim: int  # of the site's value
+    plates: tuple[str, ...]  # its plates, outermost first
+
+
+def latent_site(name: str, site: Message, unconstrained: torch.Tensor) -> LatentSite:
+    """The :class:`LatentSite` of a prototype site whose unconstrained value is known."""
+    transform = bijection(site)
+    event_dim = site["fn"].event_dim + unconstrained.dim() - site["value"].dim()
+    plates = tuple(f.name for f in site["cond_indep_stack"])
+    return LatentSite(name, transform, transform.inv, event_dim, site["fn"].event_dim, plates)
+
+
+def bijection(site: Message) -> Transform:
+    """``biject_to`` of the site's support (identity steps left out), or an error naming it."""
+    with support_errors(site):
+        return simplified(biject_to(site["fn"].support))
+
+
+def constrained_site(guide: str, site: LatentSite, unconstrained: torch.Tensor) -> torch.Tensor:
+    """Sample ``site`` at ``transform(unconstrained)``: a ``Delta`` whose log density is the
+    log-det-Jacobian of the inverse transform (so the guide's density is that of the
+    constrained value), as Pyro's. ``infer["autoguide"]`` names the guide (for the ELBO's
+    checks)."""
+    infer = {"autoguide": guide}
+    transform = site.transform
+    if transform is identity_transform:
+        return sample(site.name, Delta(unconstrained, event_dim=site.site_event_dim), infer=infer)
+    value = transform(unconstrained)
+    log_density = site.inv.log_abs_det_jacobian(value, unconstrained)
+    log_density = sum_rightmost(log_density, log_density.dim() - value.dim() + site.site_event_dim)
+    delta = Delta(value, log_density=log_density, event_dim=site.site_event_dim)
+    return sample(site.name, delta, infer=infer)
 
 
 def periodic_repeat(tensor: torch.Tensor, size: int, dim: int) -> torch.Tensor:
@@ -199,14 +246,17 @@ class AutoGuide(PyroModule):
         self.plates = plates
         return plates
 
-    @staticmethod
-    def _in_plates(plates: dict[str, plate], frames: tuple, fn: Callable[[], Any]) -> Any:
-        if not frames:
-            return fn()
+    def _in_plates(self, names: tuple[str, ...], fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` inside the plates named (from :meth:`_create_plates`)."""
+        if not names:
+            return fn(*args)
+        if len(names) == 1:
+            with self.plates[names[0]]:
+                return fn(*args)
         with ExitStack() as stack:
-            for frame in frames:
-                stack.enter_context(plates[frame.name])
-            return fn()
+            for name in names:
+                stack.enter_context(self.plates[name])
+            return fn(*args)
 
     # ---- the interface -----------------------------------------------------------------
     def call(self, *args: Any, **kwargs: Any) -> tuple:
@@ -235,8 +285,6 @@ class AutoGuide(PyroModule):
         return qs
 
     def _check_init_values(self, init_loc_fn: Any) -> None:
-        from .initialization import init_values
-
         values = init_values(init_loc_fn)
         if values:
             unknown = sorted(set(values) - {name for name, _ in self._latent_sites()})

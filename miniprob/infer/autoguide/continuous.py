@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch.distributions import biject_to
 
 from ...distributions import LowRankMultivariateNormal, MultivariateNormal, Normal, constraints
 from ...distributions.delta import Delta
@@ -23,9 +22,9 @@ from ...distributions.transforms import AffineTransform, LowerCholeskyAffine
 from ...flat import ravel
 from ...poutine.handlers import replay, trace
 from ...primitives import sample
-from .base import AutoGuide
-from .initialization import InitMessenger, init_to_median, support_errors
-from .normal import _check_init_scale, constrained_site
+from .base import AutoGuide, LatentSite, bijection, constrained_site, latent_site
+from .initialization import InitMessenger, init_to_median
+from .normal import _check_init_scale
 
 __all__ = [
     "AutoContinuous",
@@ -53,14 +52,9 @@ class AutoContinuous(AutoGuide):
         unconstrained = []
         self._sites = []
         for name, site in self._latent_sites():
-            with support_errors(site):
-                transform = biject_to(site["fn"].support)
-            u = transform.inv(site["value"].detach())
-            event_dim = site["fn"].event_dim + u.dim() - site["value"].dim()
+            u = bijection(site).inv(site["value"].detach())
             unconstrained.append((name, u))
-            self._sites.append(
-                (name, transform, event_dim, site["fn"].event_dim, site["cond_indep_stack"])
-            )
+            self._sites.append(latent_site(name, site, u))
         self.latent_dim = sum(u.numel() for _, u in unconstrained)
         if self.latent_dim == 0:
             raise ValueError(
@@ -102,38 +96,35 @@ class AutoContinuous(AutoGuide):
             infer={"is_auxiliary": True},
         )
 
-    def _unpack_latent(self, latent: torch.Tensor) -> Iterable[tuple[tuple, torch.Tensor]]:
-        """``(site entry, unconstrained value)`` per site; leading dims of ``latent`` sit to
-        the left of each site's event (so a particle plate lines up with the site's plates)."""
+    def _unpack_latent(self, latent: torch.Tensor) -> Iterable[tuple[LatentSite, torch.Tensor]]:
+        """``(site, unconstrained value)`` per site; leading dims of ``latent`` sit to the left
+        of each site's event (so a particle plate lines up with the site's plates)."""
         parts = self._unravel(latent)
         batch = latent.shape[:-1]
-        for entry in self._sites:
-            value = parts[entry[0]]
+        for site in self._sites:
+            value = parts[site.name]
             if batch:
-                shape = self._unconstrained_shapes[entry[0]]
-                value = value.reshape(torch.broadcast_shapes(shape, batch + (1,) * entry[2]))
-            yield entry, value
+                shape = self._unconstrained_shapes[site.name]
+                value = value.reshape(torch.broadcast_shapes(shape, batch + (1,) * site.event_dim))
+            yield site, value
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Draw the vector, then each latent site from its slice; returns ``{site: value}``."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
         latent = self.sample_latent(*args, **kwargs)
-        plates = self._create_plates(*args, **kwargs)
-        result = {}
-        for (name, transform, _, site_event_dim, frames), u in self._unpack_latent(latent):
-
-            def draw(name=name, transform=transform, u=u, sed=site_event_dim):
-                return constrained_site(self._pyro_name, name, transform, u, sed)
-
-            result[name] = self._in_plates(plates, frames, draw)
-        return result
+        self._create_plates(*args, **kwargs)
+        guide = self._pyro_name
+        return {
+            site.name: self._in_plates(site.plates, constrained_site, guide, site, u)
+            for site, u in self._unpack_latent(latent)
+        }
 
     @torch.no_grad()
     def median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """The posterior median of each latent site (the vector's loc, constrained)."""
         loc, _ = self._loc_scale(*args, **kwargs)
-        return {entry[0]: entry[1](u) for entry, u in self._unpack_latent(loc.detach())}
+        return {site.name: site.transform(u) for site, u in self._unpack_latent(loc.detach())}
 
     @torch.no_grad()
     def quantiles(
@@ -146,8 +137,8 @@ class AutoContinuous(AutoGuide):
         q = torch.tensor(qs, dtype=loc.dtype, device=loc.device).unsqueeze(-1)
         result: dict[str, list[torch.Tensor]] = {}
         for latent in Normal(loc, scale).icdf(q):
-            for entry, u in self._unpack_latent(latent):
-                result.setdefault(entry[0], []).append(entry[1](u))
+            for site, u in self._unpack_latent(latent):
+                result.setdefault(site.name, []).append(site.transform(u))
         return {name: torch.stack(values) for name, values in result.items()}
 
 

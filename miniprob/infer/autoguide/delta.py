@@ -60,23 +60,22 @@ class AutoDelta(AutoGuide):
                     value = periodic_repeat(value, full_size, frame.dim - event_dim).contiguous()
             with support_errors(site):
                 self._add_param(name, value, site["fn"].support, event_dim)
-            self._sites.append((name, event_dim, site["cond_indep_stack"]))
+            plates = tuple(f.name for f in site["cond_indep_stack"])
+            self._sites.append((name, event_dim, plates))
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Draw (that is, return) the point of each latent site; ``{site: value}``."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
-        plates = self._create_plates(*args, **kwargs)
-        result = {}
-        for name, event_dim, frames in self._sites:
+        self._create_plates(*args, **kwargs)
+        return {
+            name: self._in_plates(plates, self._draw, name, dim)
+            for name, dim, plates in self._sites
+        }
 
-            def draw(name=name, event_dim=event_dim):
-                value = self._read(name)
-                infer = {"autoguide": self._pyro_name}
-                return sample(name, Delta(value, event_dim=event_dim), infer=infer)
-
-            result[name] = self._in_plates(plates, frames, draw)
-        return result
+    def _draw(self, name: str, event_dim: int) -> torch.Tensor:
+        delta = Delta(self._read(name), event_dim=event_dim)
+        return sample(name, delta, infer={"autoguide": self._pyro_name})
 
     @torch.no_grad()
     def median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:

@@ -6,15 +6,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-from torch.distributions import biject_to
-from torch.distributions.transforms import identity_transform
 
 from ...distributions import Normal, constraints
-from ...distributions.delta import Delta
 from ...poutine.plate import plate
 from ...primitives import sample
-from .base import AutoGuide, periodic_repeat, sum_rightmost
-from .initialization import InitMessenger, init_to_feasible, support_errors
+from .base import AutoGuide, LatentSite, bijection, constrained_site, latent_site, periodic_repeat
+from .initialization import InitMessenger, init_to_feasible
 
 __all__ = ["AutoNormal"]
 
@@ -23,25 +20,6 @@ def _check_init_scale(init_scale: Any) -> float:
     if not isinstance(init_scale, float) or not init_scale > 0:
         raise ValueError(f"expected init_scale to be a float > 0, got {init_scale!r}")
     return init_scale
-
-
-def constrained_site(
-    guide: str,
-    name: str,
-    transform: Any,
-    unconstrained: torch.Tensor,
-    event_dim: int,
-) -> torch.Tensor:
-    """Sample site ``name`` at ``transform(unconstrained)``: a ``Delta`` whose log density is
-    the log-det-Jacobian of the inverse transform (so the guide's density is that of the
-    constrained value). ``infer["autoguide"]`` names the guide (for the ELBO's checks)."""
-    infer = {"autoguide": guide}
-    if transform is identity_transform:
-        return sample(name, Delta(unconstrained, event_dim=event_dim), infer=infer)
-    value = transform(unconstrained)
-    log_density = transform.inv.log_abs_det_jacobian(value, unconstrained)
-    log_density = sum_rightmost(log_density, log_density.dim() - value.dim() + event_dim)
-    return sample(name, Delta(value, log_density=log_density, event_dim=event_dim), infer=infer)
 
 
 class AutoNormal(AutoGuide):
@@ -88,11 +66,10 @@ class AutoNormal(AutoGuide):
         super()._setup_prototype(*args, **kwargs)
         self._sites = []
         for name, site in self._latent_sites():
-            with support_errors(site):
-                transform = biject_to(site["fn"].support)
-            init_loc = transform.inv(site["value"].detach()).detach()
+            init_loc = bijection(site).inv(site["value"].detach()).detach()
             # The unconstrained event may have more dims than the constrained one, or fewer.
-            event_dim = site["fn"].event_dim + init_loc.dim() - site["value"].dim()
+            entry = latent_site(name, site, init_loc)
+            event_dim = entry.event_dim
             for frame in site["cond_indep_stack"]:
                 full_size = frame.full_size or frame.size
                 if full_size != frame.size:
@@ -101,9 +78,7 @@ class AutoNormal(AutoGuide):
             init_scale = torch.full_like(init_loc, self._init_scale)
             self._add_param(f"locs.{name}", init_loc, constraints.real, event_dim)
             self._add_param(f"scales.{name}", init_scale, self.scale_constraint, event_dim)
-            self._sites.append(
-                (name, transform, event_dim, site["fn"].event_dim, site["cond_indep_stack"])
-            )
+            self._sites.append(entry)
 
     def _loc_scale(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         return self._read(f"locs.{name}"), self._read(f"scales.{name}")
@@ -112,30 +87,26 @@ class AutoNormal(AutoGuide):
         """Draw each latent site; returns ``{site: value}``."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
-        plates = self._create_plates(*args, **kwargs)
-        result = {}
-        for name, transform, event_dim, site_event_dim, frames in self._sites:
+        self._create_plates(*args, **kwargs)
+        return {site.name: self._in_plates(site.plates, self._draw, site) for site in self._sites}
 
-            def draw(name=name, transform=transform, event_dim=event_dim, sed=site_event_dim):
-                loc, scale = self._loc_scale(name)
-                u = sample(
-                    name + "_unconstrained",
-                    Normal(loc, scale).to_event(event_dim),
-                    infer={"is_auxiliary": True},
-                )
-                return constrained_site(self._pyro_name, name, transform, u, sed)
-
-            result[name] = self._in_plates(plates, frames, draw)
-        return result
+    def _draw(self, site: LatentSite) -> torch.Tensor:
+        loc, scale = self._loc_scale(site.name)
+        u = sample(
+            site.name + "_unconstrained",
+            Normal(loc, scale).to_event(site.event_dim),
+            infer={"is_auxiliary": True},
+        )
+        return constrained_site(self._pyro_name, site, u)
 
     @torch.no_grad()
     def median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """The posterior median of each latent site: its loc, constrained."""
         medians = {}
-        for name, transform, *_ in self._sites:
-            loc = self._read(f"locs.{name}")
-            median = transform(loc)
-            medians[name] = median.clone() if median is loc else median
+        for site in self._sites:
+            loc = self._read(f"locs.{site.name}")
+            median = site.transform(loc)
+            medians[site.name] = median.clone() if median is loc else median
         return medians
 
     @torch.no_grad()
@@ -154,10 +125,9 @@ class AutoNormal(AutoGuide):
         """
         qs = self._check_quantiles(quantiles)
         results = {}
-        for name, transform, *_ in self._sites:
-            loc = self._read(f"locs.{name}")
-            scale = self._read(f"scales.{name}")
+        for site in self._sites:
+            loc, scale = self._loc_scale(site.name)
             q = torch.tensor(qs, dtype=loc.dtype, device=loc.device)
             q = q.reshape((-1,) + (1,) * loc.dim())
-            results[name] = transform(Normal(loc, scale).icdf(q))
+            results[site.name] = site.transform(Normal(loc, scale).icdf(q))
         return results
