@@ -237,3 +237,22 @@ def test_markov_as_a_recursive_decorator_equals_the_iterator():
     elbo = TraceEnum_ELBO(max_plate_nesting=0)
     recursive = elbo.loss(lambda: step(0, 0), lambda: None)
     assert math.isclose(recursive, elbo.loss(iterated, lambda: None), rel_tol=1e-6)
+
+
+def test_sample_posterior_draws_from_the_exact_posterior():
+    probs = torch.tensor([0.2, 0.5, 0.3])
+    locs = torch.tensor([-1.0, 0.0, 1.0])
+    x = torch.tensor(-0.6)
+    posterior = (probs.log() + dist.Normal(locs, 1.0).log_prob(x)).softmax(-1)
+
+    @config_enumerate
+    def model():
+        with pyro.plate("copies", 4000):
+            z = pyro.sample("z", dist.Categorical(probs))
+            pyro.sample("x", dist.Normal(locs[z], 1.0), obs=x.expand(4000))
+        return z
+
+    pyro.set_rng_seed(2)
+    z = TraceEnum_ELBO(max_plate_nesting=1).sample_posterior(model, lambda: None)
+    freq = torch.bincount(z, minlength=3) / 4000.0
+    torch.testing.assert_close(freq, posterior, atol=0.03, rtol=0)

@@ -43,7 +43,7 @@ import torch
 
 from ...poutine.enum_messenger import enum
 from ...poutine.escape import queue
-from ...poutine.handlers import replay, trace
+from ...poutine.handlers import block, replay, trace
 from ...poutine.plate import prune_subsample_sites
 from ...poutine.trace_struct import Trace, scale_and_mask
 from ...validation import validation_enabled
@@ -255,6 +255,41 @@ class TraceEnum_ELBO(ELBO):
                     "marginals are computed for sites the model enumerates"
                 )
         return _marginals(model_trace, guide_trace, int(self.max_plate_nesting))
+
+    def sample_posterior(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Run ``model`` on one run of the guide with its enumerated sites drawn jointly from
+        their posterior (``infer_discrete`` at temperature 1); returns what the model returns,
+        as Pyro's ``sample_posterior``.
+
+        Example::
+
+            >>> import torch, miniprob as pyro, miniprob.distributions as dist
+            >>> def model():
+            ...     z = pyro.sample("z", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+            ...     pyro.sample("x", dist.Normal(30.0 * z, 1.0), obs=torch.tensor(30.0))
+            ...     return z
+            >>> TraceEnum_ELBO(max_plate_nesting=0).sample_posterior(model, lambda: None).item()
+            1.0
+        """
+        from .discrete import infer_discrete  # (discrete.py builds on this module)
+
+        if self.num_particles != 1:
+            raise NotImplementedError(
+                "TraceEnum_ELBO.sample_posterior() works with num_particles=1, got "
+                f"{self.num_particles}"
+            )
+        with block(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Found vars in model but not guide")
+            _, guide_trace = next(iter(self._get_traces(model, guide, args, kwargs)))
+        for name, site in guide_trace.nodes.items():
+            if site["type"] == "sample" and site["infer"].get("enumerate"):
+                raise NotImplementedError(
+                    f"TraceEnum_ELBO.sample_posterior(): guide site '{name}' is enumerated; "
+                    "only the sites the model enumerates are drawn"
+                )
+        first = -1 - int(self.max_plate_nesting)
+        posterior = infer_discrete(replay(model, trace=guide_trace), first_available_dim=first)
+        return posterior(*args, **kwargs)
 
     def _differentiable_loss_particle(
         self, model_trace: Trace, guide_trace: Trace
