@@ -444,3 +444,30 @@ def test_pyro_gmm_tutorial_with_autodelta():
     for name, value in estimates_p.items():
         torch.testing.assert_close(estimates_m[name], value, atol=1e-5, rtol=0, msg=name)
     assert torch.equal(assignment_m, assignment_p)
+
+
+@pytest.mark.parametrize(
+    "build, sites",
+    [
+        (gmm, ["assignment"]),
+        (hmm, ["x_0", "x_9", "x_19"]),
+        (nested_plates, ["g", "z"]),
+        (global_discrete, ["z"]),
+        (expanded, ["z", "z2"]),
+    ],
+    ids=["gmm", "hmm", "nested_plates", "global_discrete", "expanded"],
+)
+def test_compute_marginals_equal_pyro(build, sites):
+    def marginals(lib):
+        lib.clear_param_store()
+        lib.set_rng_seed(0)
+        model, guide, args, mpn = build(lib)
+        elbo = lib.infer.TraceEnum_ELBO(max_plate_nesting=mpn)
+        result = elbo.compute_marginals(model, guide, *args)
+        lib.clear_param_store()
+        return {name: (type(result[name]).__name__, result[name].probs) for name in sites}
+
+    expected, actual = marginals(pyro), marginals(miniprob)
+    for name in sites:
+        assert actual[name][0] == expected[name][0], name
+        torch.testing.assert_close(actual[name][1], expected[name][1], atol=1e-5, rtol=1e-5)

@@ -209,3 +209,50 @@ def test_a_guide_that_turns_sequential_later_is_enumerated():
     assert math.isclose(elbo.loss(model, guide), parallel, rel_tol=1e-6)
     fresh = TraceEnum_ELBO(max_plate_nesting=0).loss(model, guide)
     assert math.isclose(fresh, parallel, rel_tol=1e-6)
+
+
+def test_markov_as_a_recursive_decorator_equals_the_iterator():
+    """``@pyro.markov`` on a recursive step re-enters one context per level, as the iterator
+    does per step: the same dims, the same loss."""
+    trans = torch.tensor([[0.8, 0.2], [0.3, 0.7]])
+    data = torch.tensor([0.3, 1.9, 2.2, -0.1, 0.8, 2.5])
+
+    @pyro.markov
+    def step(t, x):
+        if t == len(data):
+            return
+        x = pyro.sample(f"x_{t}", dist.Categorical(trans[x]), infer={"enumerate": "parallel"})
+        pyro.sample(f"y_{t}", dist.Normal(x * 2.0, 1.0), obs=data[t])
+        step(t + 1, x)
+
+    def iterated():
+        x = 0
+        for t in pyro.markov(range(len(data))):
+            x = pyro.sample(f"x_{t}", dist.Categorical(trans[x]), infer={"enumerate": "parallel"})
+            pyro.sample(f"y_{t}", dist.Normal(x * 2.0, 1.0), obs=data[t])
+
+    with poutine.enum(first_available_dim=-1) as e:
+        step(0, 0)
+    assert {d for site in e.site_dims.values() for d in site} == {-1, -2}
+    elbo = TraceEnum_ELBO(max_plate_nesting=0)
+    recursive = elbo.loss(lambda: step(0, 0), lambda: None)
+    assert math.isclose(recursive, elbo.loss(iterated, lambda: None), rel_tol=1e-6)
+
+
+def test_sample_posterior_draws_from_the_exact_posterior():
+    probs = torch.tensor([0.2, 0.5, 0.3])
+    locs = torch.tensor([-1.0, 0.0, 1.0])
+    x = torch.tensor(-0.6)
+    posterior = (probs.log() + dist.Normal(locs, 1.0).log_prob(x)).softmax(-1)
+
+    @config_enumerate
+    def model():
+        with pyro.plate("copies", 4000):
+            z = pyro.sample("z", dist.Categorical(probs))
+            pyro.sample("x", dist.Normal(locs[z], 1.0), obs=x.expand(4000))
+        return z
+
+    pyro.set_rng_seed(2)
+    z = TraceEnum_ELBO(max_plate_nesting=1).sample_posterior(model, lambda: None)
+    freq = torch.bincount(z, minlength=3) / 4000.0
+    torch.testing.assert_close(freq, posterior, atol=0.03, rtol=0)

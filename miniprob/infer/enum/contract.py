@@ -38,6 +38,7 @@ Example::
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Hashable, Iterable
 from typing import NamedTuple
 
@@ -130,9 +131,14 @@ def sumproduct(
         return n
 
     cost = {d: table_size(d) for d in rank}
+    # A heap of (cost, rank, variable); an entry whose cost has changed since is skipped.
+    heap = [(c, rank[d], d) for d, c in cost.items()]
+    heapq.heapify(heap)
     next_id = len(live)
-    while cost:
-        var = min(cost, key=lambda d: (cost[d], rank[d]))
+    while heap:
+        c, _, var = heapq.heappop(heap)
+        if cost.get(var) != c:
+            continue
         del cost[var]
         ids = sorted(holders.pop(var))
         involved = [live.pop(i) for i in ids]
@@ -150,6 +156,7 @@ def sumproduct(
         for d in result.dims:
             if d in cost:
                 cost[d] = table_size(d)
+                heapq.heappush(heap, (cost[d], rank[d], d))
     return _combine(list(live.values()), set(), ring)
 
 

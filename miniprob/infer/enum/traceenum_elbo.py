@@ -43,7 +43,7 @@ import torch
 
 from ...poutine.enum_messenger import enum
 from ...poutine.escape import queue
-from ...poutine.handlers import replay, trace
+from ...poutine.handlers import block, replay, trace
 from ...poutine.plate import prune_subsample_sites
 from ...poutine.trace_struct import Trace, scale_and_mask
 from ...validation import validation_enabled
@@ -223,6 +223,74 @@ class TraceEnum_ELBO(ELBO):
         guide_trace._site_dims = guide_enum.site_dims
         return model_trace, guide_trace
 
+    def compute_marginals(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> dict:
+        """The posterior marginal of each site the model enumerates, given one run of the
+        guide: a distribution of the site's own type (``Categorical``, ``Bernoulli``, ...)
+        with a batch dim per plate of the site, as Pyro's ``compute_marginals``.
+
+        Example::
+
+            >>> import torch, miniprob as pyro, miniprob.distributions as dist
+            >>> def model():
+            ...     z = pyro.sample("z", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+            ...     pyro.sample("x", dist.Normal(3.0 * z, 1.0), obs=torch.tensor(3.0))
+            >>> marginal = TraceEnum_ELBO(max_plate_nesting=0).compute_marginals(
+            ...     model, lambda: None)["z"]
+            >>> round(marginal.probs.item(), 4)   # 1 / (1 + exp(-4.5))
+            0.989
+        """
+        if self.num_particles != 1:
+            raise NotImplementedError(
+                "TraceEnum_ELBO.compute_marginals() works with num_particles=1, got "
+                f"{self.num_particles}"
+            )
+        with torch.no_grad():
+            model_trace, guide_trace = next(iter(self._get_traces(model, guide, args, kwargs)))
+        for name, site in guide_trace.nodes.items():
+            if site["type"] == "sample" and site["infer"].get("enumerate"):
+                raise NotImplementedError(
+                    f"TraceEnum_ELBO.compute_marginals(): guide site '{name}' is enumerated; "
+                    "marginals are computed for sites the model enumerates"
+                )
+        return _marginals(model_trace, guide_trace, int(self.max_plate_nesting))
+
+    def sample_posterior(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Any:
+        """Run ``model`` on one run of the guide with its enumerated sites drawn jointly from
+        their posterior (``infer_discrete`` at temperature 1); returns what the model returns,
+        as Pyro's ``sample_posterior``.
+
+        Example::
+
+            >>> import torch, miniprob as pyro, miniprob.distributions as dist
+            >>> def model():
+            ...     z = pyro.sample("z", dist.Bernoulli(0.5), infer={"enumerate": "parallel"})
+            ...     pyro.sample("x", dist.Normal(30.0 * z, 1.0), obs=torch.tensor(30.0))
+            ...     return z
+            >>> TraceEnum_ELBO(max_plate_nesting=0).sample_posterior(model, lambda: None).item()
+            1.0
+        """
+        from .discrete import infer_discrete  # (discrete.py builds on this module)
+
+        if self.num_particles != 1:
+            raise NotImplementedError(
+                "TraceEnum_ELBO.sample_posterior() works with num_particles=1, got "
+                f"{self.num_particles}"
+            )
+        with block(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Found vars in model but not guide")
+            _, guide_trace = next(iter(self._get_traces(model, guide, args, kwargs)))
+        for name, site in guide_trace.nodes.items():
+            if site["type"] == "sample" and site["infer"].get("enumerate"):
+                raise NotImplementedError(
+                    f"TraceEnum_ELBO.sample_posterior(): guide site '{name}' is enumerated; "
+                    "only the sites the model enumerates are drawn"
+                )
+        first = -1 - int(self.max_plate_nesting)
+        posterior = infer_discrete(replay(model, trace=guide_trace), first_available_dim=first)
+        return posterior(*args, **kwargs)
+
     def _differentiable_loss_particle(
         self, model_trace: Trace, guide_trace: Trace
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -267,9 +335,10 @@ def _sequential_extend(partial: Trace, msg: dict, num_samples: int | None = None
     return extended
 
 
-def _model_costs(model_trace: Trace, guide_trace: Trace, mpn: int) -> dict[frozenset, list[Factor]]:
-    """The model's costs by ordinal: plain log densities, and the factors that depend on a
-    variable the model enumerates, contracted (Pyro's ``_compute_model_factors``)."""
+def _model_factors(model_trace: Trace, guide_trace: Trace, mpn: int) -> tuple:
+    """The model's log densities by ordinal, split as in Pyro's ``_compute_model_factors``:
+    ``(costs, factors, enumerated variables, scale)``, where the factors are those that depend
+    on a variable the model enumerates (unscaled, masked) and ``scale`` their common scale."""
     dims_of = model_trace._site_dims
     guide_dims_of = guide_trace._site_dims
     cost_sites, enum_sites = [], []
@@ -315,14 +384,63 @@ def _model_costs(model_trace: Trace, guide_trace: Trace, mpn: int) -> dict[froze
         factors.setdefault(_ordinal(site), []).append(factor)
         scales.append(site["scale"])
         scaled_names.append(name)
+    scale = None
     if factors:
         _check_guide_enumeration_is_local(enum_sites, guide_trace)
         scale = _common_scale(scales, scaled_names)
-        for ordinal, terms in contract_tree(factors, enum_vars).items():
-            for term in terms:
-                term = Factor(scale_and_mask(term.tensor, scale), term.dims)
-                costs.setdefault(ordinal, []).append(term)
+    return costs, factors, enum_vars, scale
+
+
+def _model_costs(model_trace: Trace, guide_trace: Trace, mpn: int) -> dict[frozenset, list[Factor]]:
+    """The model's costs by ordinal: the plain log densities, and the factors that depend on
+    a variable the model enumerates, contracted and scaled."""
+    costs, factors, enum_vars, scale = _model_factors(model_trace, guide_trace, mpn)
+    for ordinal, terms in contract_tree(factors, enum_vars).items():
+        for term in terms:
+            term = Factor(scale_and_mask(term.tensor, scale), term.dims)
+            costs.setdefault(ordinal, []).append(term)
     return costs
+
+
+def _marginals(model_trace: Trace, guide_trace: Trace, mpn: int) -> dict[str, Any]:
+    """The posterior marginal of each variable the model enumerates: the gradient of the log
+    partition function with respect to a zero factor added on the variable (and its plates)."""
+    _, factors, enum_vars, _ = _model_factors(model_trace, guide_trace, mpn)
+    tree = {ordinal: list(terms) for ordinal, terms in factors.items()}
+    queries = {}
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample" or name in guide_trace.nodes:
+            continue
+        if site["infer"].get("_enumerate_dim") is None:
+            continue
+        own = site_factor(name, site, site["unscaled_log_prob"], model_trace._site_dims[name], mpn)
+        frames = sorted((f for f in site["cond_indep_stack"] if f.vectorized), key=lambda f: f.dim)
+        frames = [f for f in frames if f.name in own.dims]
+        sizes = [own.tensor.shape[own.dims.index(d)] for d in [name] + [f.name for f in frames]]
+        query = torch.zeros(sizes, requires_grad=True)
+        queries[name] = (query, frames)
+        tree.setdefault(_ordinal(site), []).append(
+            Factor(query, (name,) + tuple(f.name for f in frames))
+        )
+    with torch.enable_grad():
+        log_z = sum(f.tensor.sum() for fs in contract_tree(tree, enum_vars).values() for f in fs)
+        grads = torch.autograd.grad(log_z, [q for q, _ in queries.values()])
+    marginals = {}
+    for (name, (_, frames)), probs in zip(queries.items(), grads, strict=True):
+        # The values' dim last, the plates' dims where the plates put them.
+        probs = probs.movedim(0, -1)
+        shape = [1] * max([0] + [-f.dim for f in frames])
+        for f, size in zip(frames, probs.shape[:-1], strict=True):
+            shape[f.dim] = size
+        probs = probs.reshape(shape + [probs.shape[-1]])
+        while probs.dim() > 1 and probs.shape[0] == 1:
+            probs = probs.squeeze(0)
+        logits = probs.log()
+        fn = model_trace.nodes[name]["fn"]
+        if isinstance(fn, torch.distributions.Bernoulli):
+            logits = logits[..., 1] - logits[..., 0]
+        marginals[name] = type(fn)(logits=logits)
+    return marginals
 
 
 def _check_guide_enumeration_is_local(enum_sites: list, guide_trace: Trace) -> None:
