@@ -6,6 +6,7 @@ Example::
 """
 
 from ..validation import enable_validation, is_validation_enabled
+from . import util  # noqa: F401 (Pyro's path ``pyro.infer.util``)
 from .diagnostics import set_nonfinite_mode
 from .elbo import ELBO
 from .jit_elbo import JitTrace_ELBO
