@@ -93,3 +93,18 @@ def test_the_table_reads_right():
                          "Sample Sites:        "]  # fmt: skip
     assert "       b dist 5 4 | 2" in lines
     assert "        value 5 4 | 2" in lines
+
+
+def test_an_error_in_a_traced_model_shows_the_table_so_far_as_pyros_does(pyro_ref):
+    def model(lib):
+        lib.sample("a", lib.distributions.Normal(torch.zeros(2), 1.0))
+        with lib.plate("data", 3):
+            lib.sample("x", lib.distributions.Normal(torch.zeros(4), 1.0))
+
+    with pytest.raises(ValueError) as theirs:
+        pyro_ref.poutine.trace(model).get_trace(pyro_ref)
+    with pytest.raises(ValueError) as ours:
+        mp.poutine.trace(model).get_trace(mp)
+    table = ours.value.__notes__[-1]
+    assert table.splitlines()[0].strip() == "Trace Shapes:"
+    assert str(theirs.value).endswith(table)  # Pyro appends the same table to its message

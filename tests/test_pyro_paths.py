@@ -457,3 +457,27 @@ def test_trace_elbo_warns_about_enumeration_and_refuses_baselines_with_a_reason(
             elbo.loss(model, guide, mp, {"baseline": {"use_decaying_avg_baseline": True}})
     with mp.validation_enabled(False):
         mp.infer.Trace_ELBO().loss(model, guide, mp, {"baseline": {}})  # validation off: as Pyro
+
+
+def test_guide_checks_are_pyros():
+    def model(lib):
+        lib.sample("x", lib.distributions.Bernoulli(0.5))
+
+    def guide_with_plate(lib):
+        p = lib.param(
+            "p", torch.tensor(0.5), constraint=lib.distributions.constraints.unit_interval
+        )
+        for _ in lib.plate("plate", 3):
+            pass
+        lib.sample("x", lib.distributions.Bernoulli(p))
+
+    def guide_with_factor(lib):
+        lib.sample("x", lib.distributions.Bernoulli(0.5))
+        lib.factor("f", torch.tensor(0.0))
+
+    for lib in (pyro, mp):
+        lib.clear_param_store()
+        with pytest.warns(UserWarning, match="Found plate statements in guide but not model"):
+            lib.infer.Trace_ELBO().loss(model, guide_with_plate, lib)
+        with pytest.raises(ValueError, match='pyro.factor\\("f",...\\), missing specification'):
+            lib.infer.Trace_ELBO().loss(model, guide_with_factor, lib)

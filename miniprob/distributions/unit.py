@@ -28,6 +28,7 @@ class Unit(TorchDistribution):
         self.log_factor = log_factor
         # Not reparameterized unless told, as in Pyro: a factor in a guide must say which it is.
         self._has_rsample = False if has_rsample is None else has_rsample
+        self.has_rsample_specified = has_rsample is not None
         super().__init__(log_factor.shape, torch.Size((0,)), validate_args=False)
 
     @property
@@ -35,7 +36,8 @@ class Unit(TorchDistribution):
         return self._has_rsample
 
     def expand(self, batch_shape, _instance=None) -> Unit:
-        return Unit(self.log_factor.expand(batch_shape), self._has_rsample)
+        has_rsample = self._has_rsample if self.has_rsample_specified else None
+        return Unit(self.log_factor.expand(batch_shape), has_rsample)
 
     def sample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
         return self.log_factor.new_empty(torch.Size(sample_shape) + self.batch_shape + (0,))

@@ -6,7 +6,7 @@ Example::
 """
 
 from ..validation import enable_validation, is_validation_enabled
-from . import autoguide, reparam
+from . import autoguide, reparam, util
 from .diagnostics import set_nonfinite_mode
 from .elbo import ELBO
 from .enum import JitTraceEnum_ELBO, TraceEnum_ELBO, config_enumerate, infer_discrete

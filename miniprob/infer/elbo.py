@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from ..distributions.unit import Unit
 from ..params import get_param_store
 from ..poutine.handlers import block, replay, trace
 from ..poutine.plate import _Subsample, plate, prune_subsample_sites
@@ -392,6 +393,7 @@ def check_model_guide_match(
     }
     guide_vars = set()
     unknown, not_model_latents, auxiliary_in_model = [], [], []
+    guide_only_plates: set[str] = set()
     for name, site in guide_trace.nodes.items():
         if site["type"] != "sample":
             continue
@@ -415,15 +417,27 @@ def check_model_guide_match(
         elif not isinstance(site["fn"], _Subsample):
             guide_vars.add(name)
             if site["infer"].get("is_auxiliary"):
+                if isinstance(site["fn"], Unit) and not site["fn"].has_rsample_specified:
+                    raise ValueError(
+                        f'At guide site pyro.factor("{name}",...), missing specification of '
+                        "has_rsample. Please either set has_rsample=True if the factor statement "
+                        "arises from reparametrized sampling or has_rsample=False otherwise."
+                    )
                 continue
             if site["is_observed"] or name in model_trace.nodes:
                 not_model_latents.append(name)
             else:
                 unknown.append(name)
+        elif name not in model_trace.nodes:
+            guide_only_plates.add(name)
     if unknown:
         raise ValueError(
             f"guide sample site(s) {sorted(unknown)} do not appear in the model (check the site "
             "names, or mark them infer={'is_auxiliary': True})"
+        )
+    if guide_only_plates:
+        warnings.warn(
+            f"Found plate statements in guide but not model: {guide_only_plates}", stacklevel=4
         )
     if auxiliary_in_model:
         warnings.warn(

@@ -51,7 +51,9 @@ def identify_dense_edges(trace: Trace) -> None:
 
 
 class trace(Messenger):
-    """Record every site into a :class:`Trace` (``param_only=True``: param sites only).
+    """Record every sample and param site into a :class:`Trace` (``param_only=True``: param
+    sites only; ``graph_type="dense"``: with Pyro's dense edges, added on exit, see
+    :func:`identify_dense_edges`).
 
     Example::
 
@@ -115,7 +117,13 @@ class trace(Messenger):
                 return self.fn(*args, **kwargs)
             inputs = {"name": "_INPUT", "type": "args", "args": args, "kwargs": kwargs}
             self.trace.add_site("_INPUT", inputs)
-            ret = self.fn(*args, **kwargs)
+            try:
+                ret = self.fn(*args, **kwargs)
+            except (ValueError, RuntimeError) as e:
+                # Pyro puts the shape table of the sites so far into the message; a note shows
+                # it under the traceback and leaves the message (and the exception) as it was.
+                e.add_note(self.trace.format_shapes())
+                raise
             self.trace.add_site("_RETURN", {"name": "_RETURN", "type": "return", "value": ret})
         return ret
 

@@ -50,10 +50,12 @@ def _lenient_getattr(module: ModuleType, pyro_name: str) -> Any:
     def __getattr__(name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        try:  # a submodule not imported yet (``from pyro.poutine import runtime``)
-            return importlib.import_module(f"{module.__name__}.{name}")
-        except ImportError:
-            return missing(f"{pyro_name}.{name}")
+        if module.__name__.startswith("miniprob"):
+            try:  # a submodule not imported yet (``from pyro.poutine import runtime``)
+                return importlib.import_module(f"{module.__name__}.{name}")
+            except ImportError:
+                pass
+        return missing(f"{pyro_name}.{name}")
 
     return __getattr__
 
