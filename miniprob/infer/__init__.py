@@ -6,7 +6,7 @@ Example::
 """
 
 from ..validation import enable_validation, is_validation_enabled
-from . import autoguide, reparam, util
+from . import autoguide, reparam, util  # noqa: F401 (util: Pyro's path ``pyro.infer.util``)
 from .diagnostics import set_nonfinite_mode
 from .elbo import ELBO
 from .enum import JitTraceEnum_ELBO, TraceEnum_ELBO, config_enumerate, infer_discrete
