@@ -1,6 +1,6 @@
 """Every name Pyro's tutorials and examples import from the modules whose paths miniprob
 mirrors is found in miniprob under the same path, except the names the README lists as not
-implemented and those of features other branches are building now (``PENDING``).
+implemented.
 
 ``PYRO_IMPORTS`` was collected by :func:`collect` from Pyro's repository (``tutorial/`` and
 ``examples/``: ``from pyro.X import name``, ``import pyro.X``, and attribute chains such as
@@ -65,29 +65,12 @@ PYRO_IMPORTS = {
                   "warn_if_nan"],
 }  # fmt: skip
 
-# Features other branches are building now: the lead trims this list after merging them.
-PENDING = {
-    "autoguides (i14ag)": ["pyro.infer.autoguide"],
-    "pyro.nn (i14nn)": ["pyro.nn", "pyro.nn.module"],
-    "enumeration and TraceGraph_ELBO (i15)": [
-        "pyro.markov", "pyro.vectorized_markov", "pyro.poutine.enum", "pyro.poutine.markov",
-        "pyro.infer.TraceEnum_ELBO", "pyro.infer.JitTraceEnum_ELBO",
-        "pyro.infer.config_enumerate", "pyro.infer.infer_discrete",
-        "pyro.infer.TraceGraph_ELBO", "pyro.infer.JitTraceGraph_ELBO",
-    ],
-    "handlers, reparam and render_model (i18b)": [
-        "pyro.plate_stack", "pyro.render_model", "pyro.poutine.escape", "pyro.poutine.queue",
-        "pyro.poutine.infer_config", "pyro.poutine.uncondition", "pyro.poutine.reparam",
-        "pyro.poutine.runtime.NonlocalExit", "pyro.poutine.util.enum_extend",
-        "pyro.infer.reparam.LocScaleReparam", "pyro.infer.reparam.NeuTraReparam",
-    ],
-}  # fmt: skip
-
 # Not implemented: each is named in the README's feature table.
 NOT_IMPLEMENTED = [
     "pyro.infer.MCMC", "pyro.infer.NUTS", "pyro.infer.Importance", "pyro.infer.EmpiricalMarginal",
     "pyro.infer.CSIS", "pyro.infer.SMCFilter", "pyro.infer.EnergyDistance",
-    "pyro.infer.TraceTMC_ELBO", "pyro.infer.JitTraceMeanField_ELBO",
+    "pyro.infer.TraceTMC_ELBO", "pyro.vectorized_markov",
+    "pyro.infer.autoguide.AutoNormalizingFlow",
     "pyro.infer.reparam.AutoReparam", "pyro.infer.reparam.DiscreteCosineReparam",
     "pyro.infer.reparam.LinearHMMReparam", "pyro.infer.reparam.StableReparam",
     "pyro.infer.reparam.SymmetricStableReparam",
@@ -97,7 +80,6 @@ NOT_IMPLEMENTED = [
     "pyro.distributions.GaussianHMM", "pyro.distributions.LinearHMM",
     "pyro.distributions.MaskedMixture", "pyro.distributions.Stable",
     "pyro.distributions.ZeroInflatedNegativeBinomial",
-    "pyro.distributions.constraints.softplus_positive",
     "pyro.distributions.transforms.Spline", "pyro.distributions.transforms.affine_autoregressive",
     "pyro.distributions.transforms.block_autoregressive",
     "pyro.distributions.transforms.conditional_spline",
@@ -105,10 +87,6 @@ NOT_IMPLEMENTED = [
 ]  # fmt: skip
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def _pending(path: str) -> bool:
-    return any(path == p or path.startswith(p + ".") for ps in PENDING.values() for p in ps)
 
 
 def _find(module: str, name: str):
@@ -123,8 +101,6 @@ CASES = [(m, n) for m, names in PYRO_IMPORTS.items() for n in names]
 @pytest.mark.parametrize("module, name", CASES, ids=[f"{m}.{n}" for m, n in CASES])
 def test_each_name_is_found_at_pyros_path(module, name):
     path = f"{module}.{name}"
-    if _pending(path):
-        pytest.skip("pending: a feature another branch is building")
     if path in NOT_IMPLEMENTED:
         assert f"`{name}`" in README.read_text(), f"the README should list {name} as missing"
         with pytest.raises((ImportError, AttributeError)):
@@ -135,8 +111,7 @@ def test_each_name_is_found_at_pyros_path(module, name):
 
 def test_the_lists_name_only_collected_paths():
     collected = {f"{m}.{n}" for m, n in CASES}
-    listed = NOT_IMPLEMENTED + [p for ps in PENDING.values() for p in ps]
-    assert [p for p in listed if p not in collected and p not in PYRO_IMPORTS] == []
+    assert [p for p in NOT_IMPLEMENTED if p not in collected and p not in PYRO_IMPORTS] == []
 
 
 def collect(root: Path) -> dict[str, list[str]]:
