@@ -39,7 +39,7 @@ from torch.distributions.transforms import Transform
 
 from .distributions.shape import Independent, MaskedDistribution, ShapeHelpers
 from .unconstrain import constraint_transform, unconstrain
-from .validation import validation_enabled
+from .validation import is_validation_enabled
 
 __all__ = ["Constrained", "DeferredDistribution", "deferred"]
 
@@ -147,7 +147,7 @@ class DeferredDistribution:
             _check_no_arguments(k, value)
         kwargs = self._build_kwargs
         if self._set_validate_args:
-            kwargs = {**kwargs, "validate_args": validation_enabled()}
+            kwargs = {**kwargs, "validate_args": is_validation_enabled()}
         d = self._build(kwargs)
         if not isinstance(d, Distribution):
             raise TypeError(

@@ -428,3 +428,13 @@ def test_deferred_guide_with_torch_optim_and_differentiable_loss():
     n = len(data)
     assert q.loc.item() == pytest.approx((data.sum() / (n + 0.01)).item(), abs=0.1)
     assert q.scale.item() == pytest.approx((1 / (n + 0.01)) ** 0.5, abs=0.08)
+
+
+def test_the_first_build_validates_by_the_switch_as_it_was_then():
+    # ``validation_enabled()`` is also Pyro's context manager: a getter call must not hand torch
+    # the live switch, whose truth would follow later changes.
+    q = deferred(dist.Normal, torch.tensor(0.0), Constrained(1.0, constraints.positive))
+    first = q.resolve()
+    assert first._validate_args is True
+    pyro.enable_validation(False)
+    assert first._validate_args is True

@@ -137,6 +137,38 @@ def test_log_prob_shape_does_not_fit_plates():
     assert "dim -2" in msg and "no plate declares that dim" in msg
 
 
+def _model_with_a_stray_dim_at_another_plates_dim():
+    # 'y' is in plate 'a' (dim -1) only; its observation has a batch dim of 2 at dim -2, which
+    # plate 'b' owns elsewhere but no plate of 'y' declares.
+    a, b = pyro.plate("a", 1), pyro.plate("b", 3)
+    with a, b:
+        pyro.sample("x", dist.Bernoulli(torch.full((3, 1), 0.3)))
+    with a:
+        pyro.sample("y", dist.Bernoulli(torch.full((1,), 0.3)), obs=torch.ones(2, 1))
+
+
+def _guide_of_x():
+    with pyro.plate("a", 1), pyro.plate("b", 3):
+        pyro.sample("x", dist.Bernoulli(pyro.param("p", torch.full((3, 1), 0.4))))
+
+
+@pytest.mark.parametrize("max_plate_nesting", [math.inf, 2])
+@pytest.mark.parametrize("vectorize", [False, True])
+def test_log_prob_shape_does_not_fit_plates_with_vectorized_particles(vectorize, max_plate_nesting):
+    # The particle plate (left of every plate) must not make the dims between it and a site's
+    # own plates free: the vectorized ELBO raises what the sequential one does.
+    pyro.clear_param_store()
+    elbo = Trace_ELBO(
+        num_particles=3, vectorize_particles=vectorize, max_plate_nesting=max_plate_nesting
+    )
+    with pytest.raises(ValueError) as info:
+        elbo.loss(_model_with_a_stray_dim_at_another_plates_dim, _guide_of_x)
+    msg = str(info.value)
+    assert "site 'y'" in msg and "invalid log_prob shape" in msg
+    assert "dim -2" in msg and "no plate declares that dim" in msg
+    assert_clean()
+
+
 def test_observed_value_shape_does_not_fit_plate():
     def model():
         with pyro.plate("data", 3):

@@ -212,7 +212,7 @@ def capture(fn: Callable[..., tuple], inputs: Sequence[torch.Tensor]) -> torch.f
     """
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    was_validating = validation.validation_enabled()
+    was_validating = validation.is_validation_enabled()
     validation.enable_validation(False)
     VALUES_READABLE[0] = False
     try:

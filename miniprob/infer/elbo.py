@@ -38,6 +38,9 @@ VALUES_READABLE = [True]
 """False while :func:`miniprob.infer.compiled.capture` records a step: its tensors have no
 values, so the checks that read one (a particle's finiteness) are left to the compiled step."""
 
+#: The name of the plate that draws vectorized particles (``vectorize_particles=True``).
+PARTICLE_PLATE = "num_particles_vectorized"
+
 
 class ELBO:
     """Base class of ELBO estimators.
@@ -110,9 +113,7 @@ class ELBO:
                 yield self._get_trace(model, guide, args, kwargs)
 
     def _particle_plate(self, fn: Callable) -> Callable:
-        return plate("num_particles_vectorized", self.num_particles, dim=-self.max_plate_nesting)(
-            fn
-        )
+        return plate(PARTICLE_PLATE, self.num_particles, dim=-self.max_plate_nesting)(fn)
 
     def _guess_max_plate_nesting(
         self, model: Callable, guide: Callable, args: tuple, kwargs: dict
@@ -121,12 +122,21 @@ class ELBO:
         with block():
             guide_trace = trace(guide).get_trace(*args, **kwargs)
             model_trace = trace(replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        model_trace = prune_subsample_sites(model_trace)
+        guide_trace = prune_subsample_sites(guide_trace)
         sites = [
             site
-            for tr in (prune_subsample_sites(model_trace), prune_subsample_sites(guide_trace))
+            for tr in (model_trace, guide_trace)
             for site in tr.nodes.values()
             if site["type"] == "sample"
         ]
+        if is_validation_enabled():
+            # Checked now, as in Pyro: once max_plate_nesting is finite, dims left of it may
+            # broadcast freely, and a stray batch dim there would go unnoticed.
+            model_trace.compute_log_prob()
+            guide_trace.compute_log_prob()
+            for site in sites:
+                check_site_shape(site, math.inf)
         dims = [f.dim for site in sites for f in site["cond_indep_stack"] if f.vectorized]
         self.max_plate_nesting = -min(dims) if dims else 0
         if self.vectorize_particles and self.num_particles > 1:
@@ -514,8 +524,14 @@ def check_site_shape(site: dict, max_plate_nesting: float) -> None:
     """Raise if a site's log_prob has a batch dim that no plate declares (Pyro's rule)."""
     actual = list(site["log_prob"].shape)
     expected: list[int | None] = []
+    inner = 0  # how many dims the site's own plates span, the particle plate left out
+    particles = False
     for f in site["cond_indep_stack"]:
         if f.dim is not None:
+            if f.name == PARTICLE_PLATE:
+                particles = True
+            else:
+                inner = max(inner, -f.dim)
             if len(expected) < -f.dim:
                 expected = [None] * (-f.dim - len(expected)) + expected
             if expected[f.dim] is not None:
@@ -524,6 +540,13 @@ def check_site_shape(site: dict, max_plate_nesting: float) -> None:
                     f"at site '{site['name']}', plates '{f.name}' and {other} both use dim {f.dim}"
                 )
             expected[f.dim] = f.size
+    if particles:
+        # The particle plate sits at -max_plate_nesting, left of every other plate: the dims
+        # between it and the site's own plates are declared by no plate, size 1 as they are
+        # without it (not gaps between the site's plates, which Pyro leaves free).
+        for i in range(len(expected) - inner):
+            if expected[i] is None:
+                expected[i] = 1
     expected_sizes = [-1 if e is None else e for e in expected]
     if len(expected_sizes) > max_plate_nesting:
         raise ValueError(

@@ -29,7 +29,7 @@ from torch.distributions import Distribution
 from ..distributions.delta import Delta
 from ..params import MODULE_SEPARATOR
 from ..runtime import Message, Messenger, apply_stack
-from ..validation import validation_enabled
+from ..validation import is_validation_enabled
 
 
 class lift(Messenger):
@@ -74,7 +74,7 @@ class lift(Messenger):
 
     def __exit__(self, *exc: Any) -> None:
         self._samples = {}
-        if validation_enabled() and isinstance(self.prior, dict):
+        if is_validation_enabled() and isinstance(self.prior, dict):
             extra = set(self.prior) - self._hits
             if extra:
                 warnings.warn(

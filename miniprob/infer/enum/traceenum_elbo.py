@@ -46,7 +46,7 @@ from ...poutine.escape import queue
 from ...poutine.handlers import block, replay, trace
 from ...poutine.plate import prune_subsample_sites
 from ...poutine.trace_struct import Trace, scale_and_mask
-from ...validation import validation_enabled
+from ...validation import is_validation_enabled
 from ..elbo import ELBO, check_model_guide_match
 from .contract import Factor, align, contract_tree, sumproduct
 
@@ -192,14 +192,14 @@ class TraceEnum_ELBO(ELBO):
         # The model's enumeration dims continue left of the guide's (one allocator).
         with enum() as model_enum:
             model_trace = trace(replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-        if validation_enabled():
+        if is_validation_enabled():
             check_model_guide_match(model_trace, guide_trace, mpn, self._checked_pairs)
             _check_enumerated_support(model_trace, guide_trace)
         guide_trace = prune_subsample_sites(guide_trace)
         model_trace = prune_subsample_sites(model_trace)
         model_trace.compute_log_prob()
         guide_trace.compute_score_parts()
-        if validation_enabled():
+        if is_validation_enabled():
             enumerated = False
             for tr in (model_trace, guide_trace):
                 for site in tr.nodes.values():

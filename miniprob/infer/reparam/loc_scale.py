@@ -9,7 +9,7 @@ import torch
 from torch.distributions import constraints
 
 from ...primitives import param, sample
-from ...validation import validation_enabled
+from ...validation import is_validation_enabled
 from .reparam import Reparam
 
 
@@ -44,7 +44,7 @@ class LocScaleReparam(Reparam):
                 "LocScaleReparam: 'centered' should be a number, a tensor or None, "
                 f"got {centered!r}"
             )
-        if centered is not None and validation_enabled():
+        if centered is not None and is_validation_enabled():
             inside = (
                 bool(((0 <= centered) & (centered <= 1)).all())
                 if isinstance(centered, torch.Tensor)
