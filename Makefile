@@ -26,6 +26,7 @@ demo: $(STAMP)
 	MINIPROB_FAST=demo $(PY) tutorials/vae_digits.py
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'  # NumPyro and JAX, the compiled peer
 	$(PY) benchmarks/run.py
 
 lint: $(STAMP)
