@@ -12,7 +12,7 @@ Example::
     >>> model(torch.randn(5))
 """
 
-from . import distributions, infer, optim, poutine, util
+from . import distributions, infer, optim, poutine, settings, util
 from .blackbox import black_box
 from .checkpoint import load_checkpoint, save_checkpoint
 from .deferred import Constrained, DeferredDistribution, deferred
@@ -52,6 +52,7 @@ __all__ = [
     "sample",
     "save_checkpoint",
     "set_rng_seed",
+    "settings",
     "util",
     "validation_enabled",
 ]

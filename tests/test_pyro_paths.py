@@ -1,7 +1,7 @@
 """Pyro's import paths of user-facing helpers, each compared with Pyro's own: shape helpers
 (``distributions.util``), ``Empirical``, the fakes, the validation switch as a context manager,
 ``effectful``/``get_mask``/``get_plates`` (``poutine.runtime``), the handler class modules,
-``poutine.util`` and ``util``'s warning helpers."""
+``poutine.util``, ``util``'s warning helpers and ``settings``."""
 
 import warnings
 
@@ -323,6 +323,27 @@ def test_warning_filters_are_pyros():
         torch.jit.trace(f, torch.ones(2))
     assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
     assert mp.util.set_rng_seed is mp.set_rng_seed
+
+
+# ---- settings ---------------------------------------------------------------------------------
+
+
+def test_settings_interface_is_pyros():
+    assert set(mp.settings.get()) >= {"validate_poutine", "validate_distributions_torch"}
+    with mp.settings.context(validate_distributions_pyro=False):
+        assert not mp.validation_enabled()
+        assert pyro.settings.get("validate_poutine")  # Pyro's own switch is untouched
+    assert mp.validation_enabled()
+
+    @mp.settings.context(validate_infer=False)
+    def checks():
+        return mp.settings.get("validate_infer")
+
+    assert checks() is False and mp.settings.get("validate_infer") is True
+    with pytest.raises(TypeError, match="expected a bool"):
+        mp.settings.set(validate_poutine="yes")
+    with pytest.raises(KeyError, match="no setting named 'nope'"):
+        mp.settings.get("nope")
 
 
 # ---- errors: Pyro's exception types and wording -----------------------------------------------
