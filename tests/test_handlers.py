@@ -540,3 +540,13 @@ def test_log_prob_sum_takes_a_site_filter_or_none():
     only_a = tr.log_prob_sum(lambda name, site: name == "a")
     assert torch.equal(only_a, dist.Normal(0.0, 1.0).log_prob(tr.nodes["a"]["value"]))
     assert torch.equal(tr.log_prob_sum(None), tr.log_prob_sum())
+
+
+def test_replay_takes_a_hand_built_trace_of_values_alone():
+    # Pyro's own tests replay traces built with add_node(name, type=..., value=...), no "fn".
+    from miniprob.poutine import Trace
+
+    tr = Trace()
+    tr.add_node("x", type="sample", name="x", value=torch.tensor(3.0), is_observed=False, infer={})
+    model = lambda: mp.sample("x", dist.Normal(0.0, 1.0))  # noqa: E731
+    assert replay(model, trace=tr)().item() == 3.0

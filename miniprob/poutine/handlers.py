@@ -168,7 +168,7 @@ class replay(Messenger):
                     f"site '{name}' must be sampled (not observed) in the replayed trace"
                 )
             fn = msg["fn"]
-            replayed = guide_site["fn"]
+            replayed = guide_site.get("fn")  # a hand-built trace may record values alone
             if fn.__class__ is _Subsample is replayed.__class__ and replayed.size != fn.size:
                 raise ValueError(
                     f"plate '{name}' has size {fn.size} here but size {replayed.size} "
