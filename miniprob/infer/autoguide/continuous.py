@@ -68,6 +68,13 @@ class AutoContinuous(AutoGuide):
         """The initial vector: each site's initial value, unconstrained and flattened."""
         return self._init_vector.detach()
 
+    def _add_loc(self) -> torch.Tensor:
+        """Add the vector's ``loc`` parameter, starting at :meth:`_init_loc`, and return it
+        read from the store, as Pyro's guides do here (so it comes first in the store's order).
+        """
+        self._add_param("loc", self._init_loc(), plain=True)
+        return self._read("loc")
+
     def get_posterior(self, *args: Any, **kwargs: Any) -> torch.distributions.Distribution:
         """The distribution of the vector."""
         raise NotImplementedError
@@ -170,8 +177,7 @@ class AutoDiagonalNormal(AutoContinuous):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
-        self._add_param("loc", self._init_loc(), plain=True)
-        loc = self._read("loc")  # read, as Pyro's does here: first in the store's order
+        loc = self._add_loc()
         self._add_param(
             "scale", loc.new_full((self.latent_dim,), self._init_scale), self.scale_constraint
         )
@@ -217,8 +223,7 @@ class AutoMultivariateNormal(AutoContinuous):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
-        self._add_param("loc", self._init_loc(), plain=True)
-        loc = self._read("loc")  # read, as Pyro's does here: first in the store's order
+        loc = self._add_loc()
         self._add_param("scale", torch.full_like(loc, self._init_scale), self.scale_constraint)
         eye = torch.eye(self.latent_dim, dtype=loc.dtype, device=loc.device)
         self._add_param("scale_tril", eye, self.scale_tril_constraint)
@@ -284,8 +289,7 @@ class AutoLowRankMultivariateNormal(AutoContinuous):
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
-        self._add_param("loc", self._init_loc(), plain=True)
-        loc = self._read("loc")  # read, as Pyro's does here: first in the store's order
+        loc = self._add_loc()
         if self.rank is None:
             self.rank = int(round(self.latent_dim**0.5))
         init_scale = loc.new_full((self.latent_dim,), 0.5**0.5 * self._init_scale)
