@@ -149,7 +149,19 @@ class AutoContinuous(AutoGuide):
         return {name: torch.stack(values) for name, values in result.items()}
 
 
-class AutoDiagonalNormal(AutoContinuous):
+class _ScaledContinuous(AutoContinuous):
+    """A flat guide with a Normal-like scale: ``init_scale`` is the scale's initial value."""
+
+    scale_constraint = constraints.softplus_positive
+
+    def __init__(
+        self, model: Callable, init_loc_fn: Callable = init_to_median, init_scale: float = 0.1
+    ) -> None:
+        self._init_scale = _check_init_scale(init_scale)
+        super().__init__(model, init_loc_fn=init_loc_fn)
+
+
+class AutoDiagonalNormal(_ScaledContinuous):
     """The vector ~ Normal(loc, scale), independent elements. Parameters:
     ``AutoDiagonalNormal.loc`` and ``AutoDiagonalNormal.scale``.
 
@@ -166,14 +178,6 @@ class AutoDiagonalNormal(AutoContinuous):
         >>> sorted(guide()), guide.latent_dim
         (['a', 'b'], 3)
     """
-
-    scale_constraint = constraints.softplus_positive
-
-    def __init__(
-        self, model: Callable, init_loc_fn: Callable = init_to_median, init_scale: float = 0.1
-    ) -> None:
-        self._init_scale = _check_init_scale(init_scale)
-        super().__init__(model, init_loc_fn=init_loc_fn)
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
@@ -196,7 +200,7 @@ class AutoDiagonalNormal(AutoContinuous):
         return self._get("loc"), self._get("scale")
 
 
-class AutoMultivariateNormal(AutoContinuous):
+class AutoMultivariateNormal(_ScaledContinuous):
     """The vector ~ MultivariateNormal(loc, scale_tril = diag(scale) @ L), ``L`` lower
     triangular with a unit diagonal. Parameters: ``AutoMultivariateNormal.loc``, ``.scale``
     and ``.scale_tril``.
@@ -212,14 +216,7 @@ class AutoMultivariateNormal(AutoContinuous):
         0.01
     """
 
-    scale_constraint = constraints.softplus_positive
     scale_tril_constraint = constraints.unit_lower_cholesky
-
-    def __init__(
-        self, model: Callable, init_loc_fn: Callable = init_to_median, init_scale: float = 0.1
-    ) -> None:
-        self._init_scale = _check_init_scale(init_scale)
-        super().__init__(model, init_loc_fn=init_loc_fn)
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
@@ -254,7 +251,7 @@ class AutoMultivariateNormal(AutoContinuous):
         return self._get("loc"), self._scale_tril().pow(2).sum(-1).sqrt()
 
 
-class AutoLowRankMultivariateNormal(AutoContinuous):
+class AutoLowRankMultivariateNormal(_ScaledContinuous):
     """The vector ~ LowRankMultivariateNormal: covariance ``D (W W^T + I) D`` with ``D`` the
     diagonal ``scale`` and ``W`` the ``cov_factor`` of rank ``rank``. Parameters:
     ``AutoLowRankMultivariateNormal.loc``, ``.scale``, ``.cov_factor``.
@@ -272,8 +269,6 @@ class AutoLowRankMultivariateNormal(AutoContinuous):
         2
     """
 
-    scale_constraint = constraints.softplus_positive
-
     def __init__(
         self,
         model: Callable,
@@ -281,11 +276,10 @@ class AutoLowRankMultivariateNormal(AutoContinuous):
         init_scale: float = 0.1,
         rank: int | None = None,
     ) -> None:
-        self._init_scale = _check_init_scale(init_scale)
         if not (rank is None or isinstance(rank, int) and rank > 0):
             raise ValueError(f"expected rank to be a positive int, got {rank!r}")
         self.rank = rank
-        super().__init__(model, init_loc_fn=init_loc_fn)
+        super().__init__(model, init_loc_fn=init_loc_fn, init_scale=init_scale)
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
