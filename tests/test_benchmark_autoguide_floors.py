@@ -12,7 +12,7 @@ import miniprob
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 import autoguide_models  # noqa: E402
-from test_benchmark_floors import STEPS, svi_params  # noqa: E402
+from test_benchmark_floors import STEPS, assert_floor_matches, svi_params  # noqa: E402
 
 BENCHMARKS = autoguide_models.BENCHMARKS
 
@@ -38,9 +38,4 @@ def floor_params(name):
 @pytest.mark.parametrize("name", list(BENCHMARKS))
 def test_floor_reaches_pyros_parameters(name, pyro_ref, monkeypatch):
     monkeypatch.setitem(sys.modules["models"].BENCHMARKS, name, BENCHMARKS[name])
-    pyro_losses, pyro_params = svi_params(pyro_ref, name)
-    floor_losses, params = floor_params(name)
-    assert params.keys() == pyro_params.keys()
-    for key, value in pyro_params.items():
-        torch.testing.assert_close(params[key], value, rtol=1e-5, atol=1e-6, msg=key)
-    assert floor_losses == pytest.approx(pyro_losses, rel=1e-5)
+    assert_floor_matches(svi_params(pyro_ref, name), floor_params(name))

@@ -3,16 +3,13 @@ same dependency dicts, and the same graphviz graph (nodes, edges, clusters, attr
 same DOT source) on the models of Pyro's model-rendering tutorial; files written when graphviz's
 ``dot`` is present."""
 
-import os
 import shutil
-import subprocess
-import sys
 from importlib import import_module
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from tutorial_runner import run_tutorial
 
 import miniprob as mp
 import miniprob.distributions as mdist
@@ -236,14 +233,5 @@ def test_a_missing_dot_is_a_clear_error_when_writing_only(tmp_path, monkeypatch)
 
 @needs_dot
 def test_the_tutorial_runs_and_saves_its_picture(tmp_path):
-    root = Path(__file__).resolve().parent.parent
-    env = dict(os.environ, MINIPROB_FAST="1", MINIPROB_OUT=str(tmp_path), PYTHONPATH=str(root))
-    result = subprocess.run(
-        [sys.executable, str(root / "tutorials" / "model_rendering.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
+    run_tutorial("model_rendering.py", tmp_path)
     assert (tmp_path / "bayesian_regression.png").read_bytes().startswith(b"\x89PNG")

@@ -22,6 +22,16 @@ from ..poutine.trace_struct import scale_and_mask as _scale_and_mask
 from ..validation import enable_validation, is_validation_enabled, validation_enabled
 
 
+def _is_identically(x: Any, number: int) -> bool:
+    """True for a number equal to ``number`` and a scalar int64 tensor holding it (outside a
+    jit trace, where its value is not fixed)."""
+    if isinstance(x, numbers.Number):
+        return x == number
+    if isinstance(x, torch.Tensor) and x.dtype == torch.int64 and not x.shape:
+        return not torch._C._get_tracing_state() and x.item() == number
+    return False
+
+
 def is_identically_zero(x: Any) -> bool:
     """True for the number zero and a scalar int64 tensor holding 0 (outside a jit trace);
     False for every other value (float tensors included), as in Pyro.
@@ -31,11 +41,7 @@ def is_identically_zero(x: Any) -> bool:
         >>> is_identically_zero(0), is_identically_zero(torch.tensor(0.0))
         (True, False)
     """
-    if isinstance(x, numbers.Number):
-        return x == 0
-    if isinstance(x, torch.Tensor) and x.dtype == torch.int64 and not x.shape:
-        return not torch._C._get_tracing_state() and x.item() == 0
-    return False
+    return _is_identically(x, 0)
 
 
 def is_identically_one(x: Any) -> bool:
@@ -46,11 +52,7 @@ def is_identically_one(x: Any) -> bool:
         >>> is_identically_one(1.0), is_identically_one(torch.ones(()))
         (True, False)
     """
-    if isinstance(x, numbers.Number):
-        return x == 1
-    if isinstance(x, torch.Tensor) and x.dtype == torch.int64 and not x.shape:
-        return not torch._C._get_tracing_state() and x.item() == 1
-    return False
+    return _is_identically(x, 1)
 
 
 def broadcast_shape(*shapes: tuple[int, ...], strict: bool = False) -> tuple[int, ...]:

@@ -149,21 +149,20 @@ class Trace:
 
     def predecessors(self, site_name: str) -> set[str]:
         """The sites with an edge to ``site_name`` (a live set, as in Pyro)."""
-        preds = self._pred.get(site_name)
-        if preds is None:
-            if site_name not in self.nodes:
-                raise KeyError(site_name)
-            preds = self._pred[site_name] = set()
-        return preds
+        return self._edge_set(self._pred, site_name)
 
     def successors(self, site_name: str) -> set[str]:
         """The sites ``site_name`` has an edge to (a live set, as in Pyro)."""
-        succs = self._succ.get(site_name)
-        if succs is None:
+        return self._edge_set(self._succ, site_name)
+
+    def _edge_set(self, edges: dict[str, set[str]], site_name: str) -> set[str]:
+        """``edges[site_name]``, made empty on first use (``KeyError`` when there is no site)."""
+        names = edges.get(site_name)
+        if names is None:
             if site_name not in self.nodes:
                 raise KeyError(site_name)
-            succs = self._succ[site_name] = set()
-        return succs
+            names = edges[site_name] = set()
+        return names
 
     def _dfs(self, site: str, visited: set[str]) -> Iterator[str]:
         """The sites reachable from ``site`` and not in ``visited``, each after all its

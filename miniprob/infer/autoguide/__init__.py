@@ -34,43 +34,11 @@ Example::
     3
 """
 
-from .base import AutoGuide
-from .continuous import (
-    AutoContinuous,
-    AutoDiagonalNormal,
-    AutoLaplaceApproximation,
-    AutoLowRankMultivariateNormal,
-    AutoMultivariateNormal,
-)
-from .delta import AutoDelta
-from .guide_list import AutoCallable, AutoGuideList
-from .initialization import (
-    init_to_feasible,
-    init_to_generated,
-    init_to_mean,
-    init_to_median,
-    init_to_sample,
-    init_to_uniform,
-    init_to_value,
-)
-from .normal import AutoNormal
+# The names are listed once, in the modules that define them: ``guides`` (Pyro's path for the
+# guide classes) and ``initialization`` (the strategies and ``InitMessenger``).
+from .guides import *  # noqa: F403
+from .guides import __all__ as _guides
+from .initialization import *  # noqa: F403
+from .initialization import __all__ as _initialization
 
-__all__ = [
-    "AutoCallable",
-    "AutoContinuous",
-    "AutoDelta",
-    "AutoDiagonalNormal",
-    "AutoGuide",
-    "AutoGuideList",
-    "AutoLaplaceApproximation",
-    "AutoLowRankMultivariateNormal",
-    "AutoMultivariateNormal",
-    "AutoNormal",
-    "init_to_feasible",
-    "init_to_generated",
-    "init_to_mean",
-    "init_to_median",
-    "init_to_sample",
-    "init_to_uniform",
-    "init_to_value",
-]
+__all__ = [*_guides, *_initialization]

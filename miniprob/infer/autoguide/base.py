@@ -26,6 +26,7 @@ from torch.distributions.transforms import Transform, identity_transform
 
 from ...distributions import constraints
 from ...distributions.delta import Delta
+from ...distributions.util import sum_rightmost
 from ...nn import PyroModule, PyroParam
 from ...poutine.handlers import block, trace
 from ...poutine.plate import _Subsample, plate
@@ -44,26 +45,6 @@ def _prototype_hide(msg: Message) -> bool:
     if msg["type"] != "sample" or msg["is_observed"] or isinstance(msg["fn"], _Subsample):
         return True
     return bool(msg["infer"].get("enumerate")) and msg["fn"].support.is_discrete
-
-
-def sum_rightmost(value: Any, dim: int) -> Any:
-    """Sum the ``dim`` rightmost dims of ``value`` (all when ``dim`` covers them; a negative
-    ``dim`` counts from the left), as Pyro's helper does.
-
-    Example::
-
-        >>> sum_rightmost(torch.ones(2, 3, 4), 2).tolist()
-        [12.0, 12.0]
-    """
-    if not isinstance(value, torch.Tensor):
-        return value
-    if dim < 0:
-        dim += value.dim()
-    if dim == 0:
-        return value
-    if dim >= value.dim():
-        return value.sum()
-    return value.reshape(value.shape[:-dim] + (-1,)).sum(-1)
 
 
 class LatentSite(NamedTuple):

@@ -68,6 +68,13 @@ class AutoContinuous(AutoGuide):
         """The initial vector: each site's initial value, unconstrained and flattened."""
         return self._init_vector.detach()
 
+    def _add_loc(self) -> torch.Tensor:
+        """Add the vector's ``loc`` parameter, starting at :meth:`_init_loc`, and return it
+        read from the store, as Pyro's guides do here (so it comes first in the store's order).
+        """
+        self._add_param("loc", self._init_loc(), plain=True)
+        return self._read("loc")
+
     def get_posterior(self, *args: Any, **kwargs: Any) -> torch.distributions.Distribution:
         """The distribution of the vector."""
         raise NotImplementedError
@@ -142,7 +149,19 @@ class AutoContinuous(AutoGuide):
         return {name: torch.stack(values) for name, values in result.items()}
 
 
-class AutoDiagonalNormal(AutoContinuous):
+class _ScaledContinuous(AutoContinuous):
+    """A flat guide with a Normal-like scale: ``init_scale`` is the scale's initial value."""
+
+    scale_constraint = constraints.softplus_positive
+
+    def __init__(
+        self, model: Callable, init_loc_fn: Callable = init_to_median, init_scale: float = 0.1
+    ) -> None:
+        self._init_scale = _check_init_scale(init_scale)
+        super().__init__(model, init_loc_fn=init_loc_fn)
+
+
+class AutoDiagonalNormal(_ScaledContinuous):
     """The vector ~ Normal(loc, scale), independent elements. Parameters:
     ``AutoDiagonalNormal.loc`` and ``AutoDiagonalNormal.scale``.
 
@@ -160,18 +179,9 @@ class AutoDiagonalNormal(AutoContinuous):
         (['a', 'b'], 3)
     """
 
-    scale_constraint = constraints.softplus_positive
-
-    def __init__(
-        self, model: Callable, init_loc_fn: Callable = init_to_median, init_scale: float = 0.1
-    ) -> None:
-        self._init_scale = _check_init_scale(init_scale)
-        super().__init__(model, init_loc_fn=init_loc_fn)
-
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
-        self._add_param("loc", self._init_loc(), plain=True)
-        loc = self._read("loc")  # read, as Pyro's does here: first in the store's order
+        loc = self._add_loc()
         self._add_param(
             "scale", loc.new_full((self.latent_dim,), self._init_scale), self.scale_constraint
         )
@@ -190,7 +200,7 @@ class AutoDiagonalNormal(AutoContinuous):
         return self._get("loc"), self._get("scale")
 
 
-class AutoMultivariateNormal(AutoContinuous):
+class AutoMultivariateNormal(_ScaledContinuous):
     """The vector ~ MultivariateNormal(loc, scale_tril = diag(scale) @ L), ``L`` lower
     triangular with a unit diagonal. Parameters: ``AutoMultivariateNormal.loc``, ``.scale``
     and ``.scale_tril``.
@@ -206,19 +216,11 @@ class AutoMultivariateNormal(AutoContinuous):
         0.01
     """
 
-    scale_constraint = constraints.softplus_positive
     scale_tril_constraint = constraints.unit_lower_cholesky
-
-    def __init__(
-        self, model: Callable, init_loc_fn: Callable = init_to_median, init_scale: float = 0.1
-    ) -> None:
-        self._init_scale = _check_init_scale(init_scale)
-        super().__init__(model, init_loc_fn=init_loc_fn)
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
-        self._add_param("loc", self._init_loc(), plain=True)
-        loc = self._read("loc")  # read, as Pyro's does here: first in the store's order
+        loc = self._add_loc()
         self._add_param("scale", torch.full_like(loc, self._init_scale), self.scale_constraint)
         eye = torch.eye(self.latent_dim, dtype=loc.dtype, device=loc.device)
         self._add_param("scale_tril", eye, self.scale_tril_constraint)
@@ -249,7 +251,7 @@ class AutoMultivariateNormal(AutoContinuous):
         return self._get("loc"), self._scale_tril().pow(2).sum(-1).sqrt()
 
 
-class AutoLowRankMultivariateNormal(AutoContinuous):
+class AutoLowRankMultivariateNormal(_ScaledContinuous):
     """The vector ~ LowRankMultivariateNormal: covariance ``D (W W^T + I) D`` with ``D`` the
     diagonal ``scale`` and ``W`` the ``cov_factor`` of rank ``rank``. Parameters:
     ``AutoLowRankMultivariateNormal.loc``, ``.scale``, ``.cov_factor``.
@@ -267,8 +269,6 @@ class AutoLowRankMultivariateNormal(AutoContinuous):
         2
     """
 
-    scale_constraint = constraints.softplus_positive
-
     def __init__(
         self,
         model: Callable,
@@ -276,16 +276,14 @@ class AutoLowRankMultivariateNormal(AutoContinuous):
         init_scale: float = 0.1,
         rank: int | None = None,
     ) -> None:
-        self._init_scale = _check_init_scale(init_scale)
         if not (rank is None or isinstance(rank, int) and rank > 0):
             raise ValueError(f"expected rank to be a positive int, got {rank!r}")
         self.rank = rank
-        super().__init__(model, init_loc_fn=init_loc_fn)
+        super().__init__(model, init_loc_fn=init_loc_fn, init_scale=init_scale)
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
         super()._setup_prototype(*args, **kwargs)
-        self._add_param("loc", self._init_loc(), plain=True)
-        loc = self._read("loc")  # read, as Pyro's does here: first in the store's order
+        loc = self._add_loc()
         if self.rank is None:
             self.rank = int(round(self.latent_dim**0.5))
         init_scale = loc.new_full((self.latent_dim,), 0.5**0.5 * self._init_scale)

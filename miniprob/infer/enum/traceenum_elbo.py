@@ -241,19 +241,14 @@ class TraceEnum_ELBO(ELBO):
             >>> round(marginal.probs.item(), 4)   # 1 / (1 + exp(-4.5))
             0.989
         """
-        if self.num_particles != 1:
-            raise NotImplementedError(
-                "TraceEnum_ELBO.compute_marginals() works with num_particles=1, got "
-                f"{self.num_particles}"
-            )
+        self._check_one_particle("compute_marginals")
         with torch.no_grad():
             model_trace, guide_trace = next(iter(self._get_traces(model, guide, args, kwargs)))
-        for name, site in guide_trace.nodes.items():
-            if site["type"] == "sample" and site["infer"].get("enumerate"):
-                raise NotImplementedError(
-                    f"TraceEnum_ELBO.compute_marginals(): guide site '{name}' is enumerated; "
-                    "marginals are computed for sites the model enumerates"
-                )
+        _check_guide_not_enumerated(
+            guide_trace,
+            "compute_marginals",
+            "marginals are computed for sites the model enumerates",
+        )
         return _marginals(model_trace, guide_trace, int(self.max_plate_nesting))
 
     def sample_posterior(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> Any:
@@ -273,23 +268,23 @@ class TraceEnum_ELBO(ELBO):
         """
         from .discrete import infer_discrete  # (discrete.py builds on this module)
 
-        if self.num_particles != 1:
-            raise NotImplementedError(
-                "TraceEnum_ELBO.sample_posterior() works with num_particles=1, got "
-                f"{self.num_particles}"
-            )
+        self._check_one_particle("sample_posterior")
         with block(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Found vars in model but not guide")
             _, guide_trace = next(iter(self._get_traces(model, guide, args, kwargs)))
-        for name, site in guide_trace.nodes.items():
-            if site["type"] == "sample" and site["infer"].get("enumerate"):
-                raise NotImplementedError(
-                    f"TraceEnum_ELBO.sample_posterior(): guide site '{name}' is enumerated; "
-                    "only the sites the model enumerates are drawn"
-                )
+        _check_guide_not_enumerated(
+            guide_trace, "sample_posterior", "only the sites the model enumerates are drawn"
+        )
         first = -1 - int(self.max_plate_nesting)
         posterior = infer_discrete(replay(model, trace=guide_trace), first_available_dim=first)
         return posterior(*args, **kwargs)
+
+    def _check_one_particle(self, method: str) -> None:
+        """``method`` works on one run of the model and guide: ``num_particles`` must be 1."""
+        if self.num_particles != 1:
+            raise NotImplementedError(
+                f"TraceEnum_ELBO.{method}() works with num_particles=1, got {self.num_particles}"
+            )
 
     def _differentiable_loss_particle(
         self, model_trace: Trace, guide_trace: Trace
@@ -298,6 +293,15 @@ class TraceEnum_ELBO(ELBO):
         if not isinstance(elbo, torch.Tensor):
             elbo = torch.tensor(float(elbo))
         return -elbo.detach(), -elbo
+
+
+def _check_guide_not_enumerated(guide_trace: Trace, method: str, instead: str) -> None:
+    """``method`` handles only the sites the model enumerates: no guide site may be."""
+    for name, site in guide_trace.nodes.items():
+        if site["type"] == "sample" and site["infer"].get("enumerate"):
+            raise NotImplementedError(
+                f"TraceEnum_ELBO.{method}(): guide site '{name}' is enumerated; {instead}"
+            )
 
 
 def _has_sequential(guide_trace: Trace) -> bool:
