@@ -48,6 +48,7 @@ from ...poutine.plate import prune_subsample_sites
 from ...poutine.trace_struct import Trace, scale_and_mask
 from ...validation import validation_enabled
 from ..elbo import ELBO, check_model_guide_match
+from ..jit_elbo import _CapturedELBO
 from .contract import Factor, align, contract_tree, sumproduct
 
 
@@ -508,7 +509,8 @@ def _broadcast(a: Factor, b: Factor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.expand(shape), y.expand(shape)
 
 
-class JitTraceEnum_ELBO(TraceEnum_ELBO):
-    """Pyro's name for a compiled ``TraceEnum_ELBO``. For now it runs eagerly (the compiled
-    path is not there yet), with ``TraceEnum_ELBO``'s numbers; the JIT options are accepted
-    and not used."""
+class JitTraceEnum_ELBO(_CapturedELBO, TraceEnum_ELBO):
+    """``TraceEnum_ELBO`` captured once per input signature and replayed, as
+    :class:`~miniprob.infer.JitTrace_ELBO` is (``make_fx``, no ``torch.jit``; the JIT options
+    are accepted and not used). The enumeration is part of the graph: the first call's
+    structure (its enumerated values, its sequential branches) is repeated."""
