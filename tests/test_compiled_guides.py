@@ -24,9 +24,9 @@ from miniprob.infer import (
     Trace_ELBO,
     TraceEnum_ELBO,
     TraceGraph_ELBO,
+    autoguide,
     config_enumerate,
 )
-from miniprob.infer import autoguide
 from miniprob.infer.compiled import CompileWarning
 from miniprob.nn import PyroModule, PyroSample
 from miniprob.optim import Adam, DistributedOptimizer
@@ -171,7 +171,9 @@ def mixture_guide(data):  # MAP of the global sites; z is summed out
 
 @pytest.mark.parametrize("elbo", [TraceEnum_ELBO, JitTraceEnum_ELBO])
 def test_an_enumerated_mixture_compiles_and_gives_the_eager_losses(elbo):
-    eager, _ = fit(mixture, mixture_guide, TraceEnum_ELBO(max_plate_nesting=1), (MIXTURE,), 30, False)
+    eager, _ = fit(
+        mixture, mixture_guide, TraceEnum_ELBO(max_plate_nesting=1), (MIXTURE,), 30, False
+    )
     compiled, svi = fit(mixture, mixture_guide, elbo(max_plate_nesting=1), (MIXTURE,), 30, "aten")
     assert fused(svi) == [True]
     assert compiled == pytest.approx(eager, rel=1e-5)
@@ -180,9 +182,41 @@ def test_an_enumerated_mixture_compiles_and_gives_the_eager_losses(elbo):
 def test_jit_trace_enum_elbo_replays_its_captured_graph():
     elbo = JitTraceEnum_ELBO(max_plate_nesting=1)
     jit, _ = fit(mixture, mixture_guide, elbo, (MIXTURE,), 10, False)
-    eager, _ = fit(mixture, mixture_guide, TraceEnum_ELBO(max_plate_nesting=1), (MIXTURE,), 10, False)
+    eager, _ = fit(
+        mixture, mixture_guide, TraceEnum_ELBO(max_plate_nesting=1), (MIXTURE,), 10, False
+    )
     assert len(elbo.compile_seconds) == 1
     assert jit == pytest.approx(eager, rel=1e-6)
+
+
+def three_way(data):
+    locs = pyro.sample("locs", dist.Normal(0.0, 10.0).expand([3]).to_event(1))
+    with pyro.plate("data", len(data)):
+        z = pyro.sample("z", dist.Categorical(torch.tensor([0.3, 0.7, 0.0])))
+        pyro.sample("obs", dist.Normal(locs[z], 1.0), obs=data)
+
+
+def three_way_guide(data):
+    pyro.sample(
+        "locs", dist.Delta(pyro.param("locs_q", torch.tensor([-1.0, 1.0, 0.0]))).to_event(1)
+    )
+    with pyro.plate("data", len(data)):
+        # Enumerated in the guide, one value without mass: its cost (-inf under the model) is
+        # left out, which the capture does without reading the weights.
+        guide_probs = torch.tensor([0.5, 0.5, 0.0])
+        pyro.sample("z", dist.Categorical(guide_probs), infer={"enumerate": "parallel"})
+
+
+def test_guide_side_enumeration_with_zero_weights_compiles_to_the_eager_losses():
+    args = (MIXTURE[:12],)
+    eager, _ = fit(three_way, three_way_guide, TraceEnum_ELBO(max_plate_nesting=1), args, 10, False)
+    compiled, svi = fit(
+        three_way, three_way_guide, TraceEnum_ELBO(max_plate_nesting=1), args, 10, "aten"
+    )
+    assert fused(svi) == [True]
+    assert all(torch.isfinite(torch.tensor(compiled)))
+    assert compiled == pytest.approx(eager, rel=1e-5)
+    assert torch.isfinite(pyro.param("locs_q")).all()  # no nan gradient through the zeros
 
 
 # ---- TraceGraph_ELBO ---------------------------------------------------------------------------
@@ -243,7 +277,9 @@ def test_a_distributed_optimizer_steps_eagerly_on_compiled_gradients(group_of_on
     calls = []
     call = DistributedOptimizer.__call__
     monkeypatch.setattr(
-        DistributedOptimizer, "__call__", lambda self, *a, **k: calls.append(1) or call(self, *a, **k)
+        DistributedOptimizer,
+        "__call__",
+        lambda self, *a, **k: calls.append(1) or call(self, *a, **k),
     )
 
     def run(compile):

@@ -39,8 +39,8 @@ from ..poutine.plate import _Subsample
 from ..poutine.trace_struct import Trace
 from ..primitives import param
 from ..runtime import Message, Messenger
-from .diagnostics import raise_nonfinite
 from .compiled import CaptureError
+from .diagnostics import raise_nonfinite
 from .elbo import ELBO, VALUES_READABLE
 from .jit_elbo import _CapturedELBO
 from .trace_elbo import _PlateSums

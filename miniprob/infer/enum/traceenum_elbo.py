@@ -47,7 +47,7 @@ from ...poutine.handlers import block, replay, trace
 from ...poutine.plate import prune_subsample_sites
 from ...poutine.trace_struct import Trace, scale_and_mask
 from ...validation import validation_enabled
-from ..elbo import ELBO, check_model_guide_match
+from ..elbo import ELBO, VALUES_READABLE, check_model_guide_match
 from ..jit_elbo import _CapturedELBO
 from .contract import Factor, align, contract_tree, sumproduct
 
@@ -497,7 +497,9 @@ def compute_enum_elbo(model_trace: Trace, guide_trace: Trace, mpn: int) -> torch
             log_prob = sumproduct(weights, summed)
             prob, value = _broadcast(Factor(log_prob.tensor.exp(), log_prob.dims), cost)
             mask = prob > 0
-            if not bool(mask.all()):  # 0 * -inf is nan: leave out what has no weight
+            if not VALUES_READABLE[0]:  # capturing: no value to branch on, zero the cost there
+                value = torch.where(mask, value, torch.zeros((), dtype=value.dtype))
+            elif not bool(mask.all()):  # 0 * -inf is nan: leave out what has no weight
                 prob, value = prob.masked_select(mask), value.masked_select(mask)
             elbo = elbo + (prob * value).sum()
     return elbo
