@@ -40,6 +40,13 @@ finite: a step whose loss is not raises (naming the sites, from an eager rerun) 
 nothing. Programs dropped from the cache are freed, but TorchInductor keeps the kernels it
 loaded for the life of the process.
 
+What compiles whole: ``Trace_ELBO``, ``TraceMeanField_ELBO``, ``TraceEnum_ELBO`` (the enumerated
+sums are tensor operations; a guide-side value without weight has its cost zeroed with
+``torch.where`` instead of dropped after reading the weights), the ``JitTrace*`` ELBOs, with
+every autoguide and ``PyroModule`` model; ``TraceGraph_ELBO`` while every guide site is
+reparameterized. ``TraceGraph_ELBO`` follows a non-reparameterized site's value through a
+tensor subclass, which fake tensors cannot be: that step runs eagerly, with the warning.
+
 Random draws inside a compiled program come from TorchInductor's own generator, seeded from
 torch's: a compiled run is reproducible under one seed and reaches the posterior of an eager
 run, but it does not draw the eager run's numbers, and its sums may round differently.
