@@ -241,14 +241,7 @@ def capture(fn: Callable[..., tuple], inputs: Sequence[torch.Tensor]) -> torch.f
 
 def _reason(error: Exception) -> str:
     """Why a capture failed, and where in the user's code (the last frame outside torch and
-    miniprob). A :class:`CaptureError` that another error replaced while being handled (a
-    handler that annotates errors and failed on a fake tensor) is the reason."""
-    cause = error.__context__
-    while cause is not None:
-        if isinstance(cause, CaptureError):
-            error = cause
-            break
-        cause = cause.__context__
+    miniprob)."""
     text = str(error).strip()
     first = text.splitlines()[0] if text else type(error).__name__
     if "data-dependent" in text or "DataDependent" in type(error).__name__:
