@@ -33,10 +33,19 @@ arguments and clipping: the state tensors stay ``torch.optim``'s (checkpoints, `
 and LR schedulers see them; the rate is an input of the program, the other hyperparameters are
 baked in and checked at every step). Any other optimizer gets a program of the loss and the
 gradients and steps eagerly. A ``MultiOptimizer`` is driven by its own ``step(loss, params)``
-outside SVI: there is no step to compile there. A compiled update is guarded by the loss being
+outside SVI: there is no step to compile there. A ``DistributedOptimizer`` (its own call
+averages the gradients over the ranks) gets the program of the loss and the gradients, and its
+call steps eagerly. A compiled update is guarded by the loss being
 finite: a step whose loss is not raises (naming the sites, from an eager rerun) and changes
 nothing. Programs dropped from the cache are freed, but TorchInductor keeps the kernels it
 loaded for the life of the process.
+
+What compiles whole: ``Trace_ELBO``, ``TraceMeanField_ELBO``, ``TraceEnum_ELBO`` (the enumerated
+sums are tensor operations; a guide-side value without weight has its cost zeroed with
+``torch.where`` instead of dropped after reading the weights), the ``JitTrace*`` ELBOs, with
+every autoguide and ``PyroModule`` model; ``TraceGraph_ELBO`` while every guide site is
+reparameterized. ``TraceGraph_ELBO`` follows a non-reparameterized site's value through a
+tensor subclass, which fake tensors cannot be: that step runs eagerly, with the warning.
 
 Random draws inside a compiled program come from TorchInductor's own generator, seeded from
 torch's: a compiled run is reproducible under one seed and reaches the posterior of an eager
@@ -545,18 +554,23 @@ class CompiledStep:
     def _run_grads(
         self, program: _Program, data: list[torch.Tensor], args: tuple, kwargs: dict
     ) -> float:
-        """A program of the loss and the gradients; the optimizer steps eagerly."""
+        """A program of the loss and the gradients; the optimizer steps eagerly (its own
+        ``__call__``: a ``DistributedOptimizer`` averages the gradients over the ranks there, and
+        hears of a failed step as in an eager one)."""
         svi = self.svi
-        with torch.no_grad():
-            loss, *grads = program.fn(*program.leaves, *data)
-        value = float(loss)
-        if not math.isfinite(value):
-            self._report_nonfinite(value, args, kwargs)
         leaves = program.leaves
-        for i, grad in zip(program.stepped, grads, strict=True):
-            leaves[i].grad = grad
         try:
+            with torch.no_grad():
+                loss, *grads = program.fn(*leaves, *data)
+            value = float(loss)
+            if not math.isfinite(value):
+                self._report_nonfinite(value, args, kwargs)
+            for i, grad in zip(program.stepped, grads, strict=True):
+                leaves[i].grad = grad
             svi.optim(leaves)
+        except BaseException as error:
+            svi.optim._step_failed(error)
+            raise
         finally:
             for leaf in leaves:
                 leaf.grad = None

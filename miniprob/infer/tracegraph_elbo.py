@@ -39,8 +39,10 @@ from ..poutine.plate import _Subsample
 from ..poutine.trace_struct import Trace
 from ..primitives import param
 from ..runtime import Message, Messenger
+from .compiled import CaptureError
 from .diagnostics import raise_nonfinite
-from .elbo import ELBO
+from .elbo import ELBO, VALUES_READABLE
+from .jit_elbo import _CapturedELBO
 from .trace_elbo import _PlateSums
 
 
@@ -58,6 +60,12 @@ class _Tracked(torch.Tensor):
             return type(data)(_Tracked.wrap(x, names) for x in data)
         if not isinstance(data, torch.Tensor):
             return data
+        if not VALUES_READABLE[0]:  # capturing: the values are fake tensors, a subclass already
+            raise CaptureError(
+                "TraceGraph_ELBO follows the non-reparameterized site(s) "
+                f"{sorted(names)} through a tensor subclass, which a capture on fake tensors "
+                "cannot carry"
+            )
         if isinstance(data, _Tracked):
             names = names | data._names
         with torch._C.DisableTorchFunctionSubclass():
@@ -93,7 +101,11 @@ def _names_of(values: Any) -> frozenset:
 
 
 class _TrackNonReparam(Messenger):
-    """Give the value of each sampled, non-reparameterized site its own name as provenance."""
+    """Give the value of each sampled, non-reparameterized site its own name as provenance.
+
+    While a step is captured (:mod:`miniprob.infer.compiled`) the values are fake tensors,
+    themselves a tensor subclass that :class:`_Tracked` cannot wrap: such a site refuses the
+    capture (in :meth:`_Tracked.wrap`), and the step runs eagerly."""
 
     def postprocess_message(self, msg: Message) -> None:
         if (
@@ -225,7 +237,8 @@ class TraceGraph_ELBO(ELBO):
         return -elbo.detach(), surrogate_loss
 
 
-class JitTraceGraph_ELBO(TraceGraph_ELBO):
-    """Pyro's name for a compiled ``TraceGraph_ELBO``. For now it runs eagerly (the compiled
-    path is not there yet), with ``TraceGraph_ELBO``'s numbers; the JIT options are accepted
-    and not used."""
+class JitTraceGraph_ELBO(_CapturedELBO, TraceGraph_ELBO):
+    """``TraceGraph_ELBO`` captured once per input signature and replayed, as
+    :class:`~miniprob.infer.JitTrace_ELBO` is (the JIT options are accepted and not used). A
+    guide with a non-reparameterized site cannot be captured (see :class:`_TrackNonReparam`):
+    it runs eagerly, with a :class:`~miniprob.infer.compiled.CompileWarning`."""

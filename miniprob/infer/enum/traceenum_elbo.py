@@ -47,7 +47,8 @@ from ...poutine.handlers import block, replay, trace
 from ...poutine.plate import prune_subsample_sites
 from ...poutine.trace_struct import Trace, scale_and_mask
 from ...validation import is_validation_enabled
-from ..elbo import ELBO, check_model_guide_match
+from ..elbo import ELBO, VALUES_READABLE, check_model_guide_match
+from ..jit_elbo import _CapturedELBO
 from .contract import Factor, align, contract_tree, sumproduct
 
 
@@ -500,7 +501,9 @@ def compute_enum_elbo(model_trace: Trace, guide_trace: Trace, mpn: int) -> torch
             log_prob = sumproduct(weights, summed)
             prob, value = _broadcast(Factor(log_prob.tensor.exp(), log_prob.dims), cost)
             mask = prob > 0
-            if not bool(mask.all()):  # 0 * -inf is nan: leave out what has no weight
+            if not VALUES_READABLE[0]:  # capturing: no value to branch on, zero the cost there
+                value = torch.where(mask, value, torch.zeros((), dtype=value.dtype))
+            elif not bool(mask.all()):  # 0 * -inf is nan: leave out what has no weight
                 prob, value = prob.masked_select(mask), value.masked_select(mask)
             elbo = elbo + (prob * value).sum()
     return elbo
@@ -512,7 +515,8 @@ def _broadcast(a: Factor, b: Factor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.expand(shape), y.expand(shape)
 
 
-class JitTraceEnum_ELBO(TraceEnum_ELBO):
-    """Pyro's name for a compiled ``TraceEnum_ELBO``. For now it runs eagerly (the compiled
-    path is not there yet), with ``TraceEnum_ELBO``'s numbers; the JIT options are accepted
-    and not used."""
+class JitTraceEnum_ELBO(_CapturedELBO, TraceEnum_ELBO):
+    """``TraceEnum_ELBO`` captured once per input signature and replayed, as
+    :class:`~miniprob.infer.JitTrace_ELBO` is (``make_fx``, no ``torch.jit``; the JIT options
+    are accepted and not used). The enumeration is part of the graph: the first call's
+    structure (its enumerated values, its sequential branches) is repeated."""
