@@ -138,6 +138,7 @@ def _rank(rank, world, port, out, settings, warmup, steps):
         results["communication"] = _time_communication(steps)
     if rank == 0:
         torch.save(results, Path(out) / "result.pt")
+    dist.barrier()  # leave together: a rank whose peer has gone can abort in gloo's teardown
     dist.destroy_process_group()
 
 

@@ -170,6 +170,7 @@ def train_rank() -> dict:
         "ranks_equal": all(torch.equal(flat, other) for other in everyone),
         "losses": losses,
     }
+    dist.barrier()  # leave together: a rank whose peer has gone can abort in gloo's teardown
     dist.destroy_process_group()
     return result
 
