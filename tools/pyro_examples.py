@@ -47,7 +47,7 @@ EXAMPLES: dict[str, list[str]] = {
         "--num-data",
         "20",
         "--num-dimensions",
-        "5",
+        "20",
         "--num-restarts",
         "1",
     ],
@@ -87,7 +87,6 @@ TUTORIALS: list[str] = [
     "boosting_bbvi",
     "ekf",
     "working_memory",
-    "minipyro",
     "prodlda",
     "ss-vae",
 ]
