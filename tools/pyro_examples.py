@@ -92,7 +92,7 @@ TUTORIALS: list[str] = [
 ]
 
 ALIAS_PRELUDE = r'''
-import importlib, importlib.abc, importlib.util, socket, sys
+import importlib, importlib.abc, importlib.util, sys
 
 class _PyroAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Serve ``pyro.X`` by the already imported ``miniprob.X``."""
@@ -114,6 +114,10 @@ class _PyroAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         module.__spec__, module.__loader__, module.__name__ = self._saved
 
 sys.meta_path.insert(0, _PyroAlias())
+'''
+
+NO_NETWORK_PRELUDE = r"""
+import socket
 
 class _NoNetwork(OSError):
     pass
@@ -124,7 +128,7 @@ def _refuse(*args, **kwargs):
 socket.socket.connect = _refuse
 socket.create_connection = _refuse
 socket.getaddrinfo = _refuse
-'''
+"""
 
 
 def notebook_source(path: Path) -> str:
@@ -145,7 +149,7 @@ def notebook_source(path: Path) -> str:
     return "\n".join(lines)
 
 
-def child_program(kind: str, target: Path, argv: list[str]) -> str:
+def child_program(kind: str, target: Path, argv: list[str], alias: bool = True) -> str:
     """The Python program a subprocess runs for one target."""
     if kind == "example":
         # The one edit made to a script: Pyro's examples gate on Pyro's own
@@ -156,7 +160,8 @@ def child_program(kind: str, target: Path, argv: list[str]) -> str:
             f"sys.argv = {[str(target)] + argv!r}\n"
             f"sys.path.insert(0, {str(target.parent)!r})\n"
             f"src = {source!r}\n"
-            f"exec(compile(src, {str(target)!r}, 'exec'), {{'__name__': '__main__'}})\n"
+            f"namespace = {{'__name__': '__main__', '__file__': {str(target)!r}}}\n"
+            f"exec(compile(src, {str(target)!r}, 'exec'), namespace)\n"
         )
     else:
         source = VERSION_GATE.sub(r"\1pass", notebook_source(target))
@@ -166,10 +171,18 @@ def child_program(kind: str, target: Path, argv: list[str]) -> str:
             f"src = {source!r}\n"
             f"exec(compile(src, {str(target)!r}, 'exec'), {{'__name__': '__main__'}})\n"
         )
-    return ALIAS_PRELUDE + body
+    return (ALIAS_PRELUDE if alias else "") + NO_NETWORK_PRELUDE + body
 
 
-def run_one(kind: str, target: Path, argv: list[str], timeout: float, workdir: Path, repo: Path):
+def run_one(
+    kind: str,
+    target: Path,
+    argv: list[str],
+    timeout: float,
+    workdir: Path,
+    repo: Path,
+    alias: bool = True,
+):
     """Run one target; return ``(status, detail, seconds)``."""
     if kind == "tutorial" and not notebook_source(target).strip():
         return "no code", "the notebook has no code cells", 0.0
@@ -178,7 +191,7 @@ def run_one(kind: str, target: Path, argv: list[str], timeout: float, workdir: P
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", child_program(kind, target, argv)],
+            [sys.executable, "-c", child_program(kind, target, argv, alias)],
             cwd=workdir,
             env=env,
             capture_output=True,
@@ -207,6 +220,12 @@ def main() -> None:
         default=Path(__file__).resolve().parent.parent,
         help="the source tree whose miniprob is measured",
     )
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="run under the installed Pyro instead (no alias), to tell miniprob's "
+        "failures from the target's own",
+    )
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -228,7 +247,7 @@ def main() -> None:
             status, detail, seconds = "missing", f"no file {path}", 0.0
         else:
             status, detail, seconds = run_one(
-                kind, path, argv, args.timeout, workdir, args.miniprob
+                kind, path, argv, args.timeout, workdir, args.miniprob, not args.reference
             )
         results[name] = {"kind": kind, "status": status, "detail": detail}
         print(f"{kind:8s} {name:42s} {status:8s} {seconds:6.1f}s {detail}", flush=True)
