@@ -53,6 +53,10 @@ class SVI:
         graph without compiling it. A step that cannot be captured (Python control flow on
         tensor values) runs eagerly, with a warning. Draws follow TorchInductor's generator:
         reproducible under one seed, not the eager draws. See :mod:`miniprob.infer.compiled`.
+    :param num_samples: Pyro's deprecated ``TracePosterior`` setting, accepted so that Pyro
+        code runs; it has no effect on ``step`` (in Pyro either) and warns as in Pyro.
+    :param num_steps: Pyro's deprecated ``run()`` step count; accepted and ignored likewise
+        (miniprob's ``run`` takes the step count as its first argument).
     """
 
     def __init__(
@@ -63,7 +67,18 @@ class SVI:
         loss: ELBO | Callable,
         loss_and_grads: Callable | None = None,
         compile: bool | str = False,
+        *,
+        num_samples: int = 0,
+        num_steps: int = 0,
     ) -> None:
+        for arg, value in (("num_samples", num_samples), ("num_steps", num_steps)):
+            if value:
+                warnings.warn(
+                    f"The `{arg}` argument to SVI is deprecated in Pyro and has no effect "
+                    "in miniprob; give step counts to SVI.run or loop over SVI.step",
+                    FutureWarning,
+                    stacklevel=2,
+                )
         if not isinstance(optim, PyroOptim):
             raise TypeError(
                 f"optim must be a miniprob.optim optimizer (e.g. Adam({{'lr': 1e-3}})), got "
