@@ -30,5 +30,5 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
 lint: $(STAMP)
-	$(PY) -m ruff check miniprob tests benchmarks tutorials conftest.py
-	$(PY) -m ruff format --check miniprob tests benchmarks tutorials conftest.py
+	$(PY) -m ruff check miniprob tests benchmarks tutorials tools conftest.py
+	$(PY) -m ruff format --check miniprob tests benchmarks tutorials tools conftest.py
