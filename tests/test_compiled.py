@@ -312,3 +312,27 @@ def test_a_buffer_written_in_place_falls_back_to_eager():
         svi.step(DATA)
     svi.step(DATA)
     assert norm.num_batches_tracked.item() == 2  # both steps eager: the statistics moved
+
+
+def test_isa_probes_are_skipped_then_retried_and_leave_inductor_config_alone(monkeypatch):
+    # The compile trusts the CPU's vector ISA flags; if a kernel build fails under that
+    # trust it compiles again with TorchInductor's own probes, and the setting stays ours.
+    import torch._inductor.compile_fx as inductor_compile
+    from torch._inductor import config
+
+    real = inductor_compile.compile_fx
+    seen = []
+
+    def failing_when_trusted(graph, fakes):
+        seen.append(config.cpp.vec_isa_ok)
+        if config.cpp.vec_isa_ok:
+            raise RuntimeError("kernel build failed")
+        return real(graph, fakes)
+
+    monkeypatch.setattr(inductor_compile, "compile_fx", failing_when_trusted)
+    before = config.cpp.vec_isa_ok
+    _, eager, _ = train(Adam({"lr": 0.05}), 3, compile=False)
+    _, compiled, _ = train(Adam({"lr": 0.05}), 3, compile=True)
+    assert seen == [True, before]
+    assert config.cpp.vec_isa_ok == before
+    assert compiled == pytest.approx(eager, rel=1e-5)

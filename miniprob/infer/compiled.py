@@ -801,7 +801,9 @@ class CompiledStep:
             # Importing TorchInductor touches torch.jit's deprecated decorators: not the user's.
             warnings.simplefilter("ignore", DeprecationWarning)
             from torch._guards import TracingContext, tracing
+            from torch._inductor import config as inductor_config
             from torch._inductor.compile_fx import compile_fx
+            from torch._inductor.cpu_vec_isa import valid_vec_isa_list
         from torch._subclasses.fake_tensor import FakeTensorMode
         from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
@@ -811,11 +813,26 @@ class CompiledStep:
         fakes = [fake_mode.from_tensor(t, static_shapes=True) for t in example]
         rng = torch.get_rng_state()
         try:
-            with torch.no_grad(), tracing(TracingContext(fake_mode)):
-                return compile_fx(graph, fakes)
+            # Inductor's first use in a cache directory test-builds and dlopens a probe
+            # library per vector ISA the CPU reports (about 8 of a cold 15 s here). Trust
+            # the CPU's flags instead; a compiler that cannot build that ISA fails the
+            # kernel build, and the compile is then retried with Inductor's probes on.
+            try:
+                with torch.no_grad(), tracing(TracingContext(fake_mode)):
+                    with inductor_config.patch({"cpp.vec_isa_ok": True}):
+                        return compile_fx(graph, fakes)
+            except Exception:
+                valid_vec_isa_list.cache_clear()
+                torch.set_rng_state(rng)
+                retry_mode = FakeTensorMode(shape_env=ShapeEnv())
+                fakes = [retry_mode.from_tensor(t, static_shapes=True) for t in example]
+                with torch.no_grad(), tracing(TracingContext(retry_mode)):
+                    return compile_fx(graph, fakes)
         except Exception as e:
             raise CaptureError(
                 f"TorchInductor could not compile the step: {type(e).__name__}: {e}"
             ) from e
         finally:
+            # The ISA list computed under the patch stays out of the user's own compiles.
+            valid_vec_isa_list.cache_clear()
             torch.set_rng_state(rng)
