@@ -1,7 +1,11 @@
-"""Shared fixtures: a clean ParamStore, validation on, an empty handler stack, and Pyro as a
-reference implementation for differential tests."""
+"""Shared fixtures: a clean ParamStore, validation on, an empty handler stack, Pyro as a
+reference implementation for differential tests, and a one-process gloo group."""
+
+import os
+from datetime import timedelta
 
 import pytest
+import torch.distributed as torch_dist
 
 import miniprob as mp
 from miniprob.runtime import _STACK
@@ -28,3 +32,20 @@ def pyro_ref():
     pyro.enable_validation(True)
     yield pyro
     pyro.clear_param_store()
+
+
+@pytest.fixture
+def group_of_one():
+    """torch.distributed's default group with this process as its only rank (gloo, loopback)."""
+    from miniprob.optim.distributed import _free_port
+
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    torch_dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{_free_port()}",
+        rank=0,
+        world_size=1,
+        timeout=timedelta(seconds=30),
+    )
+    yield
+    torch_dist.destroy_process_group()

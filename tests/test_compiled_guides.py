@@ -8,12 +8,10 @@ the last one compiles ``hier`` with ``AutoDelta`` through TorchInductor once.
 
 import sys
 import warnings
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as torch_dist
 
 import miniprob as pyro
 import miniprob.distributions as dist
@@ -258,19 +256,6 @@ def test_trace_graph_elbo_with_a_score_function_site_falls_back_to_eager(elbo):
 
 
 # ---- DistributedOptimizer ----------------------------------------------------------------------
-@pytest.fixture
-def group_of_one():
-    from miniprob.optim.distributed import _free_port
-
-    torch_dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{_free_port()}",
-        rank=0,
-        world_size=1,
-        timeout=timedelta(seconds=30),
-    )
-    yield
-    torch_dist.destroy_process_group()
 
 
 def test_a_distributed_optimizer_steps_eagerly_on_compiled_gradients(group_of_one, monkeypatch):

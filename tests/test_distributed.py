@@ -10,13 +10,11 @@ ranks agree with each other bit for bit.
 
 import os
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 import distributed_workers as workers
 import pytest
 import torch
-import torch.distributed as dist
 
 import miniprob as pyro
 import miniprob.distributions as d
@@ -134,20 +132,6 @@ def test_a_rank_that_dies_ends_the_others_with_an_error(failing):
 
 
 # ---- one process ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def group_of_one():
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{workers.free_port()}",
-        rank=0,
-        world_size=1,
-        timeout=timedelta(seconds=30),
-    )
-    yield
-    dist.destroy_process_group()
 
 
 def test_a_checkpoint_of_two_ranks_does_not_resume_on_one(healthy, group_of_one):
