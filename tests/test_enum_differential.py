@@ -5,6 +5,9 @@ Losses agree to a relative 1e-6, gradients and parameters to 1e-5 (the contracti
 same terms in another order).
 """
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -22,6 +25,9 @@ import pyro.infer  # noqa: E402
 import pyro.infer.autoguide  # noqa: E402
 import pyro.optim  # noqa: E402
 import pyro.poutine  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+import enum_bench  # noqa: E402
 
 GMM_DATA = torch.tensor([0.0, 1.0, 10.0, 11.0, 12.0, -5.0, -6.0, 0.5])
 
@@ -102,27 +108,9 @@ def nested_plates(lib):
 
 
 def hmm(lib, length=20):
-    """A hidden Markov model over ``length`` steps of 3 sequences, chained with markov."""
-    dist = lib.distributions
-    gen = torch.Generator().manual_seed(1)
-    data = torch.randn(length, 3, generator=gen) + torch.arange(3.0)
-
-    def model(data):
-        trans = lib.param("trans", 0.1 + torch.eye(3) * 0.7, constraint=dist.constraints.simplex)
-        locs = lib.param("locs", torch.tensor([-0.5, 1.0, 2.5]))
-        scale = lib.param("scale", torch.tensor(1.0), constraint=dist.constraints.positive)
-        with lib.plate("sequences", data.shape[1], dim=-1):
-            x = 0
-            for t in lib.markov(range(len(data))):
-                x = lib.sample(
-                    f"x_{t}", dist.Categorical(trans[x]), infer={"enumerate": "parallel"}
-                )
-                lib.sample(f"y_{t}", dist.Normal(locs[x], scale), obs=data[t])
-
-    def guide(data):
-        pass
-
-    return model, guide, (data,), 1
+    """A hidden Markov model over ``length`` steps of 3 sequences, chained with markov: the
+    benchmark's HMM (``benchmarks/enum_bench.py``), smaller."""
+    return enum_bench.hmm(lib, length, sequences=3)
 
 
 def mixed_discrete(lib):
