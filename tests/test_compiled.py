@@ -318,14 +318,19 @@ def test_isa_probes_are_skipped_then_retried_and_leave_inductor_config_alone(mon
     # The compile trusts the CPU's vector ISA flags; if a kernel build fails under that
     # trust it compiles again with TorchInductor's own probes, and the setting stays ours.
     import torch._inductor.compile_fx as inductor_compile
-    from torch._inductor import config
+    from torch._inductor import config, cpu_vec_isa
 
     real = inductor_compile.compile_fx
+    own_list = cpu_vec_isa.valid_vec_isa_list
     seen = []
 
     def failing_when_trusted(graph, fakes):
         seen.append(config.cpp.vec_isa_ok)
+        assert config.cpp_wrapper  # one source file per program
         if config.cpp.vec_isa_ok:
+            if "avx2" in cpu_vec_isa.x86_isa_checker():  # AVX2, no probe builds
+                assert [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()] == ["avx2"]
+                assert config.cpp.simdlen == 256
             raise RuntimeError("kernel build failed")
         return real(graph, fakes)
 
@@ -335,4 +340,6 @@ def test_isa_probes_are_skipped_then_retried_and_leave_inductor_config_alone(mon
     _, compiled, _ = train(Adam({"lr": 0.05}), 3, compile=True)
     assert seen == [True, before]
     assert config.cpp.vec_isa_ok == before
+    assert cpu_vec_isa.valid_vec_isa_list is own_list
+    assert not config.cpp_wrapper and config.cpp.simdlen is None
     assert compiled == pytest.approx(eager, rel=1e-5)

@@ -795,6 +795,17 @@ class CompiledStep:
         return graph
 
     def _compile(self, graph: torch.fx.GraphModule, example: list[torch.Tensor]) -> Callable:
+        """TorchInductor's program for ``graph``, compiled for the cold start.
+
+        The program is C++ end to end (``cpp_wrapper``): its kernels and the code that calls
+        them are one source file, built by one compiler run, and a step skips the Python
+        wrapper's per-kernel calls. Building each kernel on its own costs a parse of the
+        ATen headers per kernel (~2 s each here), or a precompiled header built first (~6 s
+        on a machine's first compile): one source file costs one parse. Inductor's probe
+        builds for the vector ISA are skipped too (the CPU's flags are trusted, with AVX2
+        kernels on x86); if a build fails under that trust, the compile is tried again
+        with Inductor's probes.
+        """
         if self.backend == "aten":
             return graph
         with warnings.catch_warnings():
@@ -802,37 +813,55 @@ class CompiledStep:
             warnings.simplefilter("ignore", DeprecationWarning)
             from torch._guards import TracingContext, tracing
             from torch._inductor import config as inductor_config
+            from torch._inductor import cpu_vec_isa
             from torch._inductor.compile_fx import compile_fx
-            from torch._inductor.cpu_vec_isa import valid_vec_isa_list
         from torch._subclasses.fake_tensor import FakeTensorMode
         from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
-        # Fake inputs with a shape environment (all shapes static): TorchInductor's FX graph
-        # cache keys a graph by them, so a second process finds its kernels on disk.
-        fake_mode = FakeTensorMode(shape_env=ShapeEnv())
-        fakes = [fake_mode.from_tensor(t, static_shapes=True) for t in example]
+        one_source = {"cpp_wrapper": True, "cpp_cache_precompile_headers": False}
+
+        def attempt(trusted: bool) -> Callable:
+            # Fake inputs with a shape environment (all shapes static): TorchInductor's FX
+            # graph cache keys a graph by them, so a second process finds its program on disk.
+            fake_mode = FakeTensorMode(shape_env=ShapeEnv())
+            fakes = [fake_mode.from_tensor(t, static_shapes=True) for t in example]
+            patch: dict[str, Any] = dict(one_source)
+            avx2 = trusted and "avx2" in cpu_vec_isa.x86_isa_checker()
+            if trusted:
+                patch["cpp.vec_isa_ok"] = True
+            if avx2:
+                # The width is in the FX graph cache's key, which does not hold the ISA
+                # itself: a program cached under another ISA is never loaded under this one.
+                patch["cpp.simdlen"] = 256
+            with torch.no_grad(), tracing(TracingContext(fake_mode)):
+                with inductor_config.patch(patch), _only_isa(cpu_vec_isa, avx2):
+                    return compile_fx(graph, fakes)
+
         rng = torch.get_rng_state()
         try:
-            # Inductor's first use in a cache directory test-builds and dlopens a probe
-            # library per vector ISA the CPU reports (about 8 of a cold 15 s here). Trust
-            # the CPU's flags instead; a compiler that cannot build that ISA fails the
-            # kernel build, and the compile is then retried with Inductor's probes on.
             try:
-                with torch.no_grad(), tracing(TracingContext(fake_mode)):
-                    with inductor_config.patch({"cpp.vec_isa_ok": True}):
-                        return compile_fx(graph, fakes)
+                return attempt(trusted=True)
             except Exception:
-                valid_vec_isa_list.cache_clear()
                 torch.set_rng_state(rng)
-                retry_mode = FakeTensorMode(shape_env=ShapeEnv())
-                fakes = [retry_mode.from_tensor(t, static_shapes=True) for t in example]
-                with torch.no_grad(), tracing(TracingContext(retry_mode)):
-                    return compile_fx(graph, fakes)
+                return attempt(trusted=False)
         except Exception as e:
             raise CaptureError(
                 f"TorchInductor could not compile the step: {type(e).__name__}: {e}"
             ) from e
         finally:
-            # The ISA list computed under the patch stays out of the user's own compiles.
-            valid_vec_isa_list.cache_clear()
             torch.set_rng_state(rng)
+
+
+@contextmanager
+def _only_isa(cpu_vec_isa: Any, avx2: bool):
+    """While compiling (with ``avx2``): Inductor's vector ISA is AVX2, taken without its probe
+    builds (AVX-512's extension probes build two more test libraries). The list is forgotten
+    afterwards, so the user's own compiles probe as usual."""
+    own = cpu_vec_isa.valid_vec_isa_list
+    if avx2:
+        cpu_vec_isa.valid_vec_isa_list = lambda: [cpu_vec_isa.VecAVX2()]
+    try:
+        yield
+    finally:
+        cpu_vec_isa.valid_vec_isa_list = own
+        own.cache_clear()
