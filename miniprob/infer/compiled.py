@@ -10,8 +10,9 @@ which records every ATen operation it dispatches - the forward pass, the backwar
 parameters read from the graph's inputs (``param`` statements through a handler, ``pyro.module``
 networks through their forward hooks). :class:`CompiledStep` hands that graph to TorchInductor
 (``torch._inductor.compile_fx``, no TorchDynamo in between: the graph is already ATen, and
-each call skips Dynamo's guards), which fuses it into a few kernels, and calls it at every later
-step with the same signature. The handler stack never runs again, so none of its context
+each call skips Dynamo's guards), which fuses it into a few kernels and builds them, with the
+code that calls them, as one C++ program; that program runs at every later step with the same
+signature. The handler stack never runs again, so none of its context
 variables meets a tracer.
 
 What capture cannot see, it refuses rather than bakes in wrongly: fake tensors have no values,
