@@ -39,11 +39,10 @@ except ImportError:  # the benchmark still runs, without the comparison
 LR = 0.01
 
 
-def mixture(lib, n: int = 1000):
-    dist, K = lib.distributions, 3
-    gen = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, K, (n,), generator=gen)
-    data = torch.tensor([-4.0, 0.5, 5.0])[labels] + 0.8 * torch.randn(n, generator=gen)
+def mixture_model(lib, K: int) -> Callable:
+    """The Gaussian-mixture tutorial's model: ``K`` components, each point's assignment
+    enumerated."""
+    dist = lib.distributions
 
     @lib.infer.config_enumerate
     def model(data):
@@ -55,17 +54,33 @@ def mixture(lib, n: int = 1000):
             assignment = lib.sample("assignment", dist.Categorical(weights))
             lib.sample("obs", dist.Normal(locs[assignment], scale), obs=data)
 
+    return model
+
+
+def mixture_guide(lib, locs_init: torch.Tensor) -> Callable:
+    """A MAP guide for :func:`mixture_model`'s global sites, the locations started at
+    ``locs_init``."""
+    dist, K = lib.distributions, len(locs_init)
+
     def guide(data):
         simplex, positive = dist.constraints.simplex, dist.constraints.positive
         weights = lib.param("weights_map", torch.ones(K) / K, constraint=simplex)
         scale = lib.param("scale_map", torch.tensor(1.0), constraint=positive)
-        locs = lib.param("locs_map", torch.tensor([-3.0, 0.0, 3.0]))
+        locs = lib.param("locs_map", locs_init.clone())
         lib.sample("weights", dist.Delta(weights).to_event(1))
         lib.sample("scale", dist.Delta(scale))
         with lib.plate("components", K):
             lib.sample("locs", dist.Delta(locs))
 
-    return model, guide, (data,), 1
+    return guide
+
+
+def mixture(lib, n: int = 1000):
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (n,), generator=gen)
+    data = torch.tensor([-4.0, 0.5, 5.0])[labels] + 0.8 * torch.randn(n, generator=gen)
+    guide = mixture_guide(lib, torch.tensor([-3.0, 0.0, 3.0]))
+    return mixture_model(lib, 3), guide, (data,), 1
 
 
 def hmm(lib, length: int = 50, sequences: int = 20):

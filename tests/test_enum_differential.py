@@ -34,28 +34,8 @@ GMM_DATA = torch.tensor([0.0, 1.0, 10.0, 11.0, 12.0, -5.0, -6.0, 0.5])
 
 def gmm(lib):
     """The tutorial's 3-component mixture: assignments enumerated, MAP guide for the rest."""
-    dist, K = lib.distributions, 3
-
-    @lib.infer.config_enumerate
-    def model(data):
-        weights = lib.sample("weights", dist.Dirichlet(0.5 * torch.ones(K)))
-        scale = lib.sample("scale", dist.LogNormal(0.0, 2.0))
-        with lib.plate("components", K):
-            locs = lib.sample("locs", dist.Normal(0.0, 10.0))
-        with lib.plate("data", len(data)):
-            assignment = lib.sample("assignment", dist.Categorical(weights))
-            lib.sample("obs", dist.Normal(locs[assignment], scale), obs=data)
-
-    def guide(data):
-        w = lib.param("weights_map", torch.ones(K) / K, constraint=dist.constraints.simplex)
-        s = lib.param("scale_map", torch.tensor(1.0), constraint=dist.constraints.positive)
-        locs = lib.param("locs_map", torch.tensor([-4.0, 0.5, 9.0]))
-        lib.sample("weights", dist.Delta(w).to_event(1))
-        lib.sample("scale", dist.Delta(s))
-        with lib.plate("components", K):
-            lib.sample("locs", dist.Delta(locs))
-
-    return model, guide, (GMM_DATA,), 1
+    guide = enum_bench.mixture_guide(lib, torch.tensor([-4.0, 0.5, 9.0]))
+    return enum_bench.mixture_model(lib, 3), guide, (GMM_DATA,), 1
 
 
 def global_discrete(lib):
@@ -392,17 +372,7 @@ def test_pyro_gmm_tutorial_with_autodelta():
     K = 2
 
     def run(lib):
-        dist = lib.distributions
-
-        @lib.infer.config_enumerate
-        def model(data):
-            weights = lib.sample("weights", dist.Dirichlet(0.5 * torch.ones(K)))
-            scale = lib.sample("scale", dist.LogNormal(0.0, 2.0))
-            with lib.plate("components", K):
-                locs = lib.sample("locs", dist.Normal(0.0, 10.0))
-            with lib.plate("data", len(data)):
-                assignment = lib.sample("assignment", dist.Categorical(weights))
-                lib.sample("obs", dist.Normal(locs[assignment], scale), obs=data)
+        model = enum_bench.mixture_model(lib, K)
 
         def init_loc_fn(site):
             if site["name"] == "weights":
