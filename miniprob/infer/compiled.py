@@ -32,7 +32,10 @@ The optimizer's update is in the program for ``torch.optim.Adam`` (default flags
 betas, eps, weight decay, ``maximize``) and ``ClippedAdam``, with ``PyroOptim``'s per-parameter
 arguments and clipping: the state tensors stay ``torch.optim``'s (checkpoints, ``get_state``
 and LR schedulers see them; the rate is an input of the program, the other hyperparameters are
-baked in and checked at every step). Any other optimizer gets a program of the loss and the
+baked in and checked at every step). The parameters that share hyperparameters, a step count
+and a rate are updated as one flat tensor (:mod:`miniprob.optim.flat_update`: they and their
+state move into flat buffers, the parameters staying the same tensor objects), so the update
+costs the compile one loop, not one per parameter. Any other optimizer gets a program of the loss and the
 gradients and steps eagerly. A ``MultiOptimizer`` is driven by its own ``step(loss, params)``
 outside SVI: there is no step to compile there. A ``DistributedOptimizer`` (its own call
 averages the gradients over the ranks) gets the program of the loss and the gradients, and its
@@ -79,6 +82,7 @@ from torch.utils._python_dispatch import _disable_current_modes
 
 from .. import validation
 from ..optim.clipped_adam import ClippedAdam
+from ..optim.flat_update import FlatGroup, disjoint, supported
 from ..optim.optim import PyroOptim
 from ..params import _transform_for, get_param_store
 from ..poutine.handlers import block
@@ -261,7 +265,15 @@ def _reason(error: Exception) -> str:
 def _check_no_leaf_constants(graph: torch.fx.GraphModule, leaves: dict[str, torch.Tensor]) -> None:
     """A parameter the graph holds as a constant was read behind the capture's back (a network
     used other than through its forward): its program would never see it change."""
-    storages = {leaf.untyped_storage().data_ptr(): name for name, leaf in leaves.items()}
+
+    def owner(constant: torch.Tensor) -> str | None:
+        ptr, start = constant.untyped_storage().data_ptr(), constant.storage_offset()
+        for name, leaf in leaves.items():  # leaves in a flat group share one storage
+            begin = leaf.storage_offset()
+            if leaf.untyped_storage().data_ptr() == ptr and begin <= start < begin + leaf.numel():
+                return name
+        return None
+
     for node in graph.graph.nodes:
         schema = getattr(node.target, "_schema", None)
         if node.op == "call_function" and schema is not None and schema.is_mutable:
@@ -276,7 +288,7 @@ def _check_no_leaf_constants(graph: torch.fx.GraphModule, leaves: dict[str, torc
             continue
         constant = getattr(graph, node.target, None)
         if isinstance(constant, torch.Tensor) and constant.numel():
-            name = storages.get(constant.untyped_storage().data_ptr())
+            name = owner(constant)
             if name is not None:
                 raise CaptureError(
                     f"param '{name}' is read other than through pyro.param or its network's "
@@ -369,84 +381,44 @@ def loss_and_grads_function(
     return loss_and_grads
 
 
-# ---- the optimizer's update, written as tensor operations ---------------------------------------
-def _adam_supported(opt: torch.optim.Optimizer) -> bool:
-    if type(opt) is ClippedAdam:
-        group = opt.param_groups[0]
-        return len(opt.param_groups) == 1 and all(
-            isinstance(group[k], (int, float)) for k in ("lr", "eps", "weight_decay", "lrd")
-        )
-    if type(opt) is not torch.optim.Adam or len(opt.param_groups) != 1:
-        return False
-    if opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks:
-        return False
-    group = opt.param_groups[0]
-    beta1, beta2 = group["betas"]
-    return (
-        not group.get("amsgrad")
-        and not group.get("capturable")
-        and not group.get("differentiable")
-        and not group.get("decoupled_weight_decay")
-        and all(type(x) is float for x in (group["lr"], beta1, beta2, group["eps"]))
-        and isinstance(group["weight_decay"], (int, float))
-    )
+def _whole_step(program: _Program, grads_fn: Callable, num_data: int) -> Callable:
+    """The whole step as one function: loss, gradients, clipping, the update in place. Its
+    inputs: the leaves it does not update, the data, each group's buffers, the rates."""
+    num, num_free, groups = len(program.names), len(program.free), program.groups
+
+    def whole_step(*tensors: torch.Tensor) -> tuple:
+        free, data = tensors[:num_free], tensors[num_free : num_free + num_data]
+        at, rates = num_free + num_data, tensors[-1]
+        leaves: list[torch.Tensor | None] = [None] * num
+        buffers = []
+        for group in groups:
+            buffers.append(tensors[at : at + len(group.inputs)])
+            at += len(group.inputs)
+            for i, view in zip(group.indices, group.views(buffers[-1][0]), strict=True):
+                leaves[i] = view
+        rest = iter(free)
+        leaves = [next(rest) if leaf is None else leaf for leaf in leaves]
+        loss, *grads = grads_fn(*leaves, *data)
+        ok = torch.isfinite(loss)
+        for k, (group, inputs) in enumerate(zip(groups, buffers, strict=True)):
+            group.update(inputs, [grads[i] for i in group.indices], rates[k], ok)
+        return (loss,)
+
+    return whole_step
 
 
-def _baked(opt: torch.optim.Optimizer) -> tuple:
-    """The hyperparameters a program bakes in (all but the rate, an input)."""
-    group = opt.param_groups[0]
-    keys = ("betas", "eps", "weight_decay", "maximize", "clip_norm", "lrd", "centered_variance")
-    return (type(opt),) + tuple(group.get(k) for k in keys)
+def _captured(fn: Callable[..., tuple], example: list[torch.Tensor]) -> torch.fx.GraphModule:
+    """:func:`capture`, leaving torch's generator as it was."""
+    rng = torch.get_rng_state()
+    try:
+        with torch.no_grad():
+            return capture(fn, example)
+    finally:
+        torch.set_rng_state(rng)
 
 
-def _clip(grad: torch.Tensor, clip: dict[str, float]) -> torch.Tensor:
-    """``clip_grad_norm_`` then ``clip_grad_value_`` on one gradient, as ``PyroOptim`` does."""
-    if "clip_norm" in clip:
-        norm = torch.linalg.vector_norm(grad)
-        grad = grad * torch.clamp(clip["clip_norm"] / (norm + 1e-6), max=1.0)
-    if "clip_value" in clip:
-        grad = grad.clamp(-clip["clip_value"], clip["clip_value"])
-    return grad
-
-
-def _adam(
-    opt: torch.optim.Optimizer,
-    p: torch.Tensor,
-    g: torch.Tensor,
-    state: list[torch.Tensor],
-    rate: torch.Tensor,
-    ok: torch.Tensor,
-) -> None:
-    """One update of ``p`` in place, kept only where ``ok`` (a finite loss). ``state``:
-    ``[exp_avg, exp_avg_sq, step]`` for ``torch.optim.Adam`` (``rate`` the group's lr),
-    ``[exp_avg, exp_avg_sq]`` for ``ClippedAdam`` (``rate`` the step's signed step size)."""
-    group = opt.param_groups[0]
-    beta1, beta2 = group["betas"]
-    exp_avg, exp_avg_sq = state[0], state[1]
-    if type(opt) is ClippedAdam:
-        g = g.clamp(-group["clip_norm"], group["clip_norm"])
-    elif group.get("maximize"):
-        g = -g
-    if group["weight_decay"] != 0:
-        g = g + group["weight_decay"] * p
-    if type(opt) is ClippedAdam:
-        new_avg = exp_avg * beta1 + (1 - beta1) * g
-        spread = g - new_avg if group.get("centered_variance") else g
-        new_sq = exp_avg_sq * beta2 + (1 - beta2) * spread * spread
-        new_p = p + rate * new_avg / (new_sq.sqrt() + group["eps"])
-    else:
-        # torch.optim.Adam's single-tensor update, out of place.
-        new_avg = exp_avg.lerp(g, 1 - beta1)
-        new_sq = exp_avg_sq * beta2 + (1 - beta2) * g * g
-        step = state[2] + 1
-        bias1 = 1 - torch.pow(beta1, step)
-        bias2 = 1 - torch.pow(beta2, step)
-        denom = new_sq.sqrt() / bias2.sqrt() + group["eps"]
-        new_p = p - (rate / bias1) * new_avg / denom
-        state[2].copy_(torch.where(ok, step, state[2]))
-    exp_avg.copy_(torch.where(ok, new_avg, exp_avg))
-    exp_avg_sq.copy_(torch.where(ok, new_sq, exp_avg_sq))
-    p.copy_(torch.where(ok, new_p, p))
+def _had_grad(leaf: torch.Tensor) -> bool:
+    return getattr(leaf, "_miniprob_had_grad", False)
 
 
 class _Program:
@@ -458,16 +430,19 @@ class _Program:
         self.store_size = store_size
         self.fn: Callable[..., Any] | None = None
         self.fused = False
-        self.stepped: list[int] = []  # leaves with a gradient (indices into names)
+        self.stepped: list[int] = []  # leaves with a gradient (indices into names), by group
         self.optimizers: list[torch.optim.Optimizer] = []  # per stepped leaf
-        self.groups: list[torch.optim.Optimizer] = []  # distinct optimizers, in order
-        self.baked: list[tuple] = []
+        self.groups: list[FlatGroup] = []  # the stepped leaves, updated as flat tensors
+        self.free: list[torch.Tensor] = []  # the leaves the program reads and does not update
         self.skipped: list[tuple] = []  # (optimizer, leaf) read without a gradient
-        self.state: list[torch.Tensor] = []
         self.rates: tuple = ()
         self.rate_tensor: torch.Tensor | None = None
         self.inputs: Inputs | None = None
         self.compile_seconds = 0.0
+
+    def buffers(self) -> list[torch.Tensor]:
+        """The groups' flat buffers, in the program's order."""
+        return [t for group in self.groups for t in group.inputs]
 
 
 class CompiledStep:
@@ -532,16 +507,21 @@ class CompiledStep:
         data = program.inputs.data(args, kwargs)
         if not program.fused:
             return self._run_grads(program, data, args, kwargs)
-        state = self._state(program)
-        if state is None:  # the optimizer changed under the program: compile anew
+        if not self._state(program):  # the optimizer changed under the program: compile anew
             self._programs = {k: p for k, p in self._programs.items() if p is not program}
             return self.step(args, kwargs)
-        rates = self._rates(program)
+        rates = self._per_group(program, self._rates(program))
+        if rates is None:  # a group's rates came apart (per-parameter schedules): regroup
+            self._undo_clipped_adam(program)
+            self._programs = {k: p for k, p in self._programs.items() if p is not program}
+            return self.step(args, kwargs)
         if rates != program.rates:
             program.rates = rates
             program.rate_tensor = torch.tensor(rates, dtype=torch.float64)
         with torch.no_grad():
-            (loss,) = program.fn(*program.leaves, *data, *state, program.rate_tensor)
+            (loss,) = program.fn(*program.free, *data, *program.buffers(), program.rate_tensor)
+        for group in program.groups:
+            group.seen()
         for opt, leaf in program.skipped:
             note = getattr(opt, "note_skipped", None)
             if note is not None:
@@ -578,37 +558,23 @@ class CompiledStep:
         return value
 
     # ---- optimizer plumbing --------------------------------------------------------------------
-    def _state(self, program: _Program) -> list[torch.Tensor] | None:
-        """The optimizer state tensors the program updates, in its order; None if they no longer
-        fit it (another optimizer, other hyperparameters, state reloaded in another layout)."""
+    def _state(self, program: _Program) -> bool:
+        """Whether the program's optimizer plan still holds (each leaf's optimizer, its
+        hyperparameters, state of the captured shapes), its groups' buffers synced."""
         owner = self.svi.optim._owner
-        state = []
-        for i, opt in zip(program.stepped, program.optimizers, strict=True):
-            leaf = program.leaves[i]
-            entry = owner.get(leaf)
-            if entry is None or entry[1] is not opt:
-                return None
-            per = opt.state.get(leaf)
-            if not per:
-                return None
-            keys = (
-                ("exp_avg", "exp_avg_sq")
-                if type(opt) is ClippedAdam
-                else ("exp_avg", "exp_avg_sq", "step")
-            )
-            state.extend(per[k] for k in keys)
-        for opt, baked in zip(program.groups, program.baked, strict=True):
-            if _baked(opt) != baked:
-                return None
-        if not all(map(operator.is_, state, program.state)):
-            if any(
-                not isinstance(new, torch.Tensor)
-                or (new.shape, new.stride(), new.dtype) != (old.shape, old.stride(), old.dtype)
-                for new, old in zip(state, program.state, strict=True)
-            ):
-                return None
-            program.state = state
-        return state
+        for group in program.groups:
+            states = []
+            for leaf, opt in zip(group.leaves, group.optimizers, strict=True):
+                entry = owner.get(leaf)
+                if entry is None or entry[1] is not opt:
+                    return False
+                state = opt.state.get(leaf)
+                if not state:
+                    return False
+                states.append(state)
+            if not group.sync(states):
+                return False
+        return True
 
     def _rates(self, program: _Program) -> tuple:
         """Per stepped leaf: the group's lr (Adam), or the signed step size (ClippedAdam, whose
@@ -626,6 +592,19 @@ class CompiledStep:
             else:
                 rates.append(group["lr"])
         return tuple(rates)
+
+    @staticmethod
+    def _per_group(program: _Program, rates: tuple) -> tuple | None:
+        """Per group, the rate of its leaves (``rates``, per stepped leaf); None where they
+        differ within a group."""
+        per_group, at = [], 0
+        for group in program.groups:
+            count = len(group.indices)
+            if any(rate != rates[at] for rate in rates[at : at + count]):
+                return None
+            per_group.append(rates[at])
+            at += count
+        return tuple(per_group)
 
     def _undo_clipped_adam(self, program: _Program) -> None:
         for i, opt in zip(program.stepped, program.optimizers, strict=True):
@@ -661,34 +640,19 @@ class CompiledStep:
         data = inputs.data(args, kwargs)
         loss = svi._elbo if svi._elbo is not None else svi.loss
         grads_fn = loss_and_grads_function(loss, svi.model, svi.guide, inputs, leaves)
-        rng = torch.get_rng_state()
-        try:
-            with torch.no_grad():
-                graph = capture(grads_fn, [*leaves, *data])
-        finally:
-            torch.set_rng_state(rng)
-        _check_no_leaf_constants(graph, dict(zip(names, leaves, strict=True)))
-        # Which leaves the loss reaches: the outputs that are not None.
-        outputs = next(n for n in graph.graph.nodes if n.op == "output").args[0]
-        reached = [i for i, out in enumerate(outputs[1:]) if out is not None]
-        program.stepped = [
-            i
-            for i in range(len(names))
-            if i in reached or getattr(leaves[i], "_miniprob_had_grad", False)
-        ]
-        optim = svi.optim
-        program.fused = self._plan(program, optim)
+        # The leaves the eager step gave a gradient (now or in an earlier step: Pyro steps
+        # those with a zero one, see SVI.step).
+        program.stepped = [i for i, leaf in enumerate(leaves) if _had_grad(leaf)]
+        program.fused = self._plan(program, svi.optim)
         if program.fused:
-            graph = self._capture_step(program, grads_fn, data)
-        else:
-            stepped = set(program.stepped)
-            program.stepped = [i for i in range(len(names)) if i in stepped]
-            graph = self._grads_only(graph, program)
-        example = [*leaves, *data, *program.state]
-        if program.fused:
-            program.rates = self._peek_rates(program)
+            program.rates = self._per_group(program, self._peek_rates(program))
             program.rate_tensor = torch.tensor(program.rates, dtype=torch.float64)
-            example.append(program.rate_tensor)
+            example = [*program.free, *data, *program.buffers(), program.rate_tensor]
+            graph = _captured(_whole_step(program, grads_fn, len(data)), example)
+        else:
+            example = [*leaves, *data]
+            graph = self._grads_only(_captured(grads_fn, example), program)
+        _check_no_leaf_constants(graph, dict(zip(names, leaves, strict=True)))
         program.fn = self._compile(graph, example)
         program.compile_seconds = time.perf_counter() - start
         self.compile_seconds.append(program.compile_seconds)
@@ -696,29 +660,36 @@ class CompiledStep:
 
     def _plan(self, program: _Program, optim: PyroOptim) -> bool:
         """Whether the optimizer's update goes into the program: every stepped leaf owned by a
-        plain ``torch.optim.Adam`` or a ``ClippedAdam`` with state, and a ``PyroOptim`` whose
-        call is the base class's (else the program gives gradients and the optimizer steps)."""
+        plain ``torch.optim.Adam`` or a ``ClippedAdam`` with state, no two sharing memory, and a
+        ``PyroOptim`` whose call is the base class's (else the program gives gradients and the
+        optimizer steps). The stepped leaves are grouped by optimizer kind, hyperparameters
+        and dtype, each group moved into flat buffers."""
         if type(optim).__call__ is not PyroOptim.__call__:
             return False
+        leaves = program.leaves
+        groups: dict[tuple, list[int]] = {}
         for i in program.stepped:
-            leaf = program.leaves[i]
-            entry = optim._owner.get(leaf)
-            if entry is None or not _adam_supported(entry[1]) or not entry[1].state.get(leaf):
+            entry = optim._owner.get(leaves[i])
+            if entry is None or not supported(entry[1]) or not entry[1].state.get(leaves[i]):
                 return False
-            opt = entry[1]
-            program.optimizers.append(opt)
-            if opt not in program.groups:
-                program.groups.append(opt)
-        program.baked = [_baked(opt) for opt in program.groups]
-        for i, leaf in enumerate(program.leaves):
-            entry = optim._owner.get(leaf)
-            if i not in program.stepped and entry is not None:
-                program.skipped.append((entry[1], leaf))
-        state = self._state(program)
-        if state is None:
+            groups.setdefault(FlatGroup.key(entry[1], leaves[i]), []).append(i)
+        if not disjoint([leaves[i] for i in program.stepped]):
             return False
-        program.state = state
-        return True
+        clips = optim._clip_of
+        for indices in groups.values():
+            optimizers = [optim._owner[leaves[i]][1] for i in indices]
+            group_leaves = [leaves[i] for i in indices]
+            clip = [clips.get(leaf) for leaf in group_leaves]
+            program.groups.append(FlatGroup(indices, group_leaves, optimizers, clip))
+            program.optimizers.extend(optimizers)
+        program.stepped = [i for indices in groups.values() for i in indices]
+        stepped = set(program.stepped)
+        program.free = [leaf for i, leaf in enumerate(leaves) if i not in stepped]
+        for i, leaf in enumerate(leaves):
+            entry = optim._owner.get(leaf)
+            if i not in stepped and entry is not None:
+                program.skipped.append((entry[1], leaf))
+        return self._state(program)
 
     def _peek_rates(self, program: _Program) -> tuple:
         """The rates the next step will use (ClippedAdam's state left as it is)."""
@@ -735,51 +706,15 @@ class CompiledStep:
                 rates.append(group["lr"])
         return tuple(rates)
 
-    def _capture_step(
-        self, program: _Program, grads_fn: Callable, data: list[torch.Tensor]
-    ) -> torch.fx.GraphModule:
-        """The whole step as one graph: loss, gradients, clipping, the update in place."""
-        num, num_data = len(program.names), len(data)
-        clips = self.svi.optim._clip_of
-        clip_of = [clips.get(program.leaves[i]) for i in program.stepped]
-        sizes = [2 if type(opt) is ClippedAdam else 3 for opt in program.optimizers]
-
-        def whole_step(*tensors: torch.Tensor) -> tuple:
-            leaves = tensors[:num]
-            state = list(tensors[num + num_data : -1])
-            rates = tensors[-1]
-            loss, *grads = grads_fn(*leaves, *tensors[num : num + num_data])
-            ok = torch.isfinite(loss)
-            at = 0
-            for k, i in enumerate(program.stepped):
-                grad = grads[i]
-                grad = torch.zeros_like(leaves[i]) if grad is None else grad
-                if clip_of[k]:
-                    grad = _clip(grad, clip_of[k])
-                rate = rates[k].to(leaves[i].dtype)
-                _adam(program.optimizers[k], leaves[i], grad, state[at : at + sizes[k]], rate, ok)
-                at += sizes[k]
-            return (loss,)
-
-        example = [
-            *program.leaves,
-            *data,
-            *program.state,
-            torch.zeros(len(program.stepped), dtype=torch.float64),
-        ]
-        rng = torch.get_rng_state()
-        try:
-            with torch.no_grad():
-                return capture(whole_step, example)
-        finally:
-            torch.set_rng_state(rng)
-
     @staticmethod
     def _grads_only(graph: torch.fx.GraphModule, program: _Program) -> torch.fx.GraphModule:
-        """The capture's graph, its outputs cut to the loss and the stepped leaves' gradients
-        (zeros for a stepped leaf the loss does not reach)."""
+        """The capture's graph, its outputs cut to the loss and the stepped leaves' gradients:
+        those the loss reaches, and those stepped before (zeros where the loss does not
+        reach them)."""
         output = next(n for n in graph.graph.nodes if n.op == "output")
         outs = output.args[0]
+        stepped = {i for i, out in enumerate(outs[1:]) if out is not None}
+        program.stepped = sorted(stepped.union(program.stepped))
         new_outs = [outs[0]]
         with graph.graph.inserting_before(output):
             for i in program.stepped:
