@@ -319,14 +319,17 @@ def test_isa_probes_are_skipped_then_retried_and_leave_inductor_config_alone(mon
     # trust it compiles again with TorchInductor's own probes, and the setting stays ours.
     import torch._inductor.compile_fx as inductor_compile
     from torch._inductor import config, cpu_vec_isa
+    from torch._inductor.fx_passes import joint_graph
 
     real = inductor_compile.compile_fx
     own_list = cpu_vec_isa.valid_vec_isa_list
+    own_init = joint_graph.lazy_init
     seen = []
 
     def failing_when_trusted(graph, fakes):
         seen.append(config.cpp.vec_isa_ok)
         assert config.cpp_wrapper  # one source file per program
+        assert not config.pattern_matcher and joint_graph.lazy_init is not own_init
         if config.cpp.vec_isa_ok:
             if "avx2" in cpu_vec_isa.x86_isa_checker():  # AVX2, no probe builds
                 assert [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()] == ["avx2"]
@@ -340,6 +343,6 @@ def test_isa_probes_are_skipped_then_retried_and_leave_inductor_config_alone(mon
     _, compiled, _ = train(Adam({"lr": 0.05}), 3, compile=True)
     assert seen == [True, before]
     assert config.cpp.vec_isa_ok == before
-    assert cpu_vec_isa.valid_vec_isa_list is own_list
-    assert not config.cpp_wrapper and config.cpp.simdlen is None
+    assert cpu_vec_isa.valid_vec_isa_list is own_list and joint_graph.lazy_init is own_init
+    assert not config.cpp_wrapper and config.cpp.simdlen is None and config.pattern_matcher
     assert compiled == pytest.approx(eager, rel=1e-5)
