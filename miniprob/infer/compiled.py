@@ -47,9 +47,10 @@ loaded for the life of the process.
 What compiles whole: ``Trace_ELBO``, ``TraceMeanField_ELBO``, ``TraceEnum_ELBO`` (the enumerated
 sums are tensor operations; a guide-side value without weight has its cost zeroed with
 ``torch.where`` instead of dropped after reading the weights), the ``JitTrace*`` ELBOs, with
-every autoguide and ``PyroModule`` model; ``TraceGraph_ELBO`` while every guide site is
-reparameterized. ``TraceGraph_ELBO`` follows a non-reparameterized site's value through a
-tensor subclass, which fake tensors cannot be: that step runs eagerly, with the warning.
+every autoguide and ``PyroModule`` model, and ``TraceGraph_ELBO``: it follows a
+non-reparameterized site's value through a tensor subclass, which fake tensors cannot be, so
+the capture takes the dependencies its eager step found (a guide site with a decaying-average
+baseline, which replaces a param-store entry during the step, runs eagerly with the warning).
 
 Random draws inside a compiled program come from TorchInductor's own generator, seeded from
 torch's: a compiled run is reproducible under one seed and reaches the posterior of an eager

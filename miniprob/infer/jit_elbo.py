@@ -104,6 +104,9 @@ class _CapturedELBO:
         self.compile_seconds: list[float] = []
 
     # ---- capturing -------------------------------------------------------------------------
+    def _traces_seen(self, model_trace: Any, guide_trace: Any) -> None:
+        """What an ELBO notes of the eager traces its capture follows (nothing, by default)."""
+
     def _capture(
         self, with_grads: bool, model: Callable, guide: Callable, args: tuple, kwargs: dict
     ) -> _Graph:
@@ -116,8 +119,8 @@ class _CapturedELBO:
             # 1. Find the parameters (creating them on a first call) by running the ELBO once.
             reads = _ReadParams()
             with block(), reads, torch.no_grad():
-                for _ in self._get_traces(model, guide, args, kwargs):
-                    pass
+                for traces in self._get_traces(model, guide, args, kwargs):
+                    self._traces_seen(*traces)
             store = get_param_store()
             names = [n for n in reads.names if n in store]
             leaves = [store.unconstrained(n) for n in names]

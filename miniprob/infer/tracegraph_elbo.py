@@ -60,12 +60,6 @@ class _Tracked(torch.Tensor):
             return type(data)(_Tracked.wrap(x, names) for x in data)
         if not isinstance(data, torch.Tensor):
             return data
-        if not VALUES_READABLE[0]:  # capturing: the values are fake tensors, a subclass already
-            raise CaptureError(
-                "TraceGraph_ELBO follows the non-reparameterized site(s) "
-                f"{sorted(names)} through a tensor subclass, which a capture on fake tensors "
-                "cannot carry"
-            )
         if isinstance(data, _Tracked):
             names = names | data._names
         with torch._C.DisableTorchFunctionSubclass():
@@ -104,12 +98,14 @@ class _TrackNonReparam(Messenger):
     """Give the value of each sampled, non-reparameterized site its own name as provenance.
 
     While a step is captured (:mod:`miniprob.infer.compiled`) the values are fake tensors,
-    themselves a tensor subclass that :class:`_Tracked` cannot wrap: such a site refuses the
-    capture (in :meth:`_Tracked.wrap`), and the step runs eagerly."""
+    themselves a tensor subclass that :class:`_Tracked` cannot wrap: they stay unwrapped, and
+    the loss takes the provenance its last eager evaluation found (a capture follows an eager
+    step of the same signature, and repeats its structure)."""
 
     def postprocess_message(self, msg: Message) -> None:
         if (
-            msg["type"] == "sample"
+            VALUES_READABLE[0]
+            and msg["type"] == "sample"
             and not msg["is_observed"]
             and not isinstance(msg["fn"], _Subsample)
             and not getattr(msg["fn"], "has_rsample", False)
@@ -142,6 +138,11 @@ def _baseline(name: str, site: dict, cost: torch.Tensor) -> tuple[Any, Any]:
         raise ValueError(f"site '{name}': give nn_baseline or baseline_value, not both")
     baseline, loss = 0.0, 0.0
     if options.get("use_decaying_avg_baseline", False):
+        if not VALUES_READABLE[0]:
+            raise CaptureError(
+                f"site '{name}': the decaying-average baseline replaces a param-store entry "
+                "during the step, which a program cannot do"
+            )
         beta = options.get("baseline_beta", 0.90)
         param_name = "__baseline_avg_downstream_cost_" + name
         with torch.no_grad():
@@ -167,6 +168,12 @@ class TraceGraph_ELBO(ELBO):
     """The ELBO with score-function terms that multiply only the costs downstream of each
     non-reparameterized guide site (see the module docstring); Pyro's ``TraceGraph_ELBO``,
     the same numbers under the same seed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per (trace, site): the non-reparameterized guide sites its log density depends on,
+        # as the last eager evaluation found them (a capture cannot follow them).
+        self._provenance: dict[tuple[str, str], frozenset] = {}
 
     def _get_trace(self, model: Any, guide: Any, args: tuple, kwargs: dict) -> tuple[Trace, Trace]:
         with _TrackNonReparam():
@@ -195,26 +202,28 @@ class TraceGraph_ELBO(ELBO):
     def _differentiable_loss_particle(
         self, model_trace: Trace, guide_trace: Trace
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if VALUES_READABLE[0]:
+            self._record_provenance(model_trace, guide_trace)
         elbo = 0.0
         surrogate = 0.0
         downstream: dict[str, _PlateSums] = {}
-        for site in model_trace.nodes.values():
+        for name, site in model_trace.nodes.items():
             if site["type"] == "sample":
                 lp_sum = site["log_prob_sum"]
                 elbo = elbo + lp_sum
                 surrogate = surrogate + lp_sum
-                for key in sorted(_names_of((lp_sum,))):
+                for key in self._depends_on("model", name):
                     downstream.setdefault(key, _PlateSums()).add(
                         site["cond_indep_stack"], site["log_prob"]
                     )
-        for site in guide_trace.nodes.values():
+        for name, site in guide_trace.nodes.items():
             if site["type"] == "sample":
                 lp_sum = site["log_prob_sum"]
                 elbo = elbo - lp_sum
                 entropy = site["score_parts"][2]
                 if isinstance(entropy, torch.Tensor):
                     surrogate = surrogate - entropy.sum()
-                for key in sorted(_names_of((lp_sum,))):
+                for key in self._depends_on("guide", name):
                     downstream.setdefault(key, _PlateSums()).add(
                         site["cond_indep_stack"], -site["log_prob"]
                     )
@@ -236,9 +245,29 @@ class TraceGraph_ELBO(ELBO):
             elbo = torch.tensor(float(elbo))
         return -elbo.detach(), surrogate_loss
 
+    def _record_provenance(self, model_trace: Trace, guide_trace: Trace) -> None:
+        """Note, per sample site, the non-reparameterized guide sites its log density depends
+        on (what a capture, which cannot follow them, takes)."""
+        for trace, kind in ((model_trace, "model"), (guide_trace, "guide")):
+            for name, site in trace.nodes.items():
+                if site["type"] == "sample":
+                    self._provenance[kind, name] = _names_of((site["log_prob_sum"],))
+
+    def _depends_on(self, trace: str, name: str) -> list[str]:
+        names = self._provenance.get((trace, name))
+        if names is None:
+            raise CaptureError(
+                f"{trace} site '{name}': no eager evaluation of this loss found what it "
+                "depends on (a capture cannot follow non-reparameterized draws)"
+            )
+        return sorted(names)
+
 
 class JitTraceGraph_ELBO(_CapturedELBO, TraceGraph_ELBO):
     """``TraceGraph_ELBO`` captured once per input signature and replayed, as
     :class:`~miniprob.infer.JitTrace_ELBO` is (the JIT options are accepted and not used). A
     guide with a non-reparameterized site cannot be captured (see :class:`_TrackNonReparam`):
     it runs eagerly, with a :class:`~miniprob.infer.compiled.CompileWarning`."""
+
+    def _traces_seen(self, model_trace: Trace, guide_trace: Trace) -> None:
+        self._record_provenance(model_trace, guide_trace)
