@@ -265,9 +265,10 @@ class TraceGraph_ELBO(ELBO):
 
 class JitTraceGraph_ELBO(_CapturedELBO, TraceGraph_ELBO):
     """``TraceGraph_ELBO`` captured once per input signature and replayed, as
-    :class:`~miniprob.infer.JitTrace_ELBO` is (the JIT options are accepted and not used). A
-    guide with a non-reparameterized site cannot be captured (see :class:`_TrackNonReparam`):
-    it runs eagerly, with a :class:`~miniprob.infer.compiled.CompileWarning`."""
+    :class:`~miniprob.infer.JitTrace_ELBO` is (the JIT options are accepted and not used). The
+    eager pass that finds the parameters also records the provenance the capture takes (see
+    :class:`_TrackNonReparam`); a decaying-average baseline cannot be captured: it runs
+    eagerly, with a :class:`~miniprob.infer.compiled.CompileWarning`."""
 
     def _traces_seen(self, model_trace: Trace, guide_trace: Trace) -> None:
         self._record_provenance(model_trace, guide_trace)
