@@ -14,6 +14,8 @@ tensor. A :class:`FlatGroup` moves them and their optimizer state into flat buff
   their own), so the update's scalars are the group's.
 
 A tensor taken with ``.data`` before the move no longer follows its parameter; the objects do.
+``torch.save`` of a parameter (a network's ``state_dict``) writes the group's whole buffer, as
+for any view: clone the tensors to save them alone (the param store's ``get_state`` does).
 :meth:`FlatGroup.sync`, at every step, moves in again whatever was replaced since (a checkpoint
 loaded, a network moved with ``.to``).
 
