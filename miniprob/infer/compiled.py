@@ -418,6 +418,21 @@ def _captured(fn: Callable[..., tuple], example: list[torch.Tensor]) -> torch.fx
         torch.set_rng_state(rng)
 
 
+def _next_rate(opt: torch.optim.Optimizer, leaf: torch.Tensor, advance: bool) -> float:
+    """The rate of ``leaf``'s next step: the lr (Adam), or the signed step size (ClippedAdam,
+    whose decayed rate and step count are Python numbers in its state, moved on here when
+    ``advance``)."""
+    group = opt.param_groups[0]
+    if type(opt) is not ClippedAdam:
+        return group["lr"]
+    state = opt.state[leaf]
+    lr, step = state["lr"] * group["lrd"], state["step"] + 1
+    if advance:
+        state["lr"], state["step"] = lr, step
+    beta1, beta2 = group["betas"]
+    return -lr * math.sqrt(1 - beta2**step) / (1 - beta1**step)
+
+
 def _had_grad(leaf: torch.Tensor) -> bool:
     return getattr(leaf, "_miniprob_had_grad", False)
 
@@ -432,7 +447,6 @@ class _Program:
         self.fn: Callable[..., Any] | None = None
         self.fused = False
         self.stepped: list[int] = []  # leaves with a gradient (indices into names), by group
-        self.optimizers: list[torch.optim.Optimizer] = []  # per stepped leaf
         self.groups: list[FlatGroup] = []  # the stepped leaves, updated as flat tensors
         self.free: list[torch.Tensor] = []  # the leaves the program reads and does not update
         self.skipped: list[tuple] = []  # (optimizer, leaf) read without a gradient
@@ -511,9 +525,8 @@ class CompiledStep:
         if not self._state(program):  # the optimizer changed under the program: compile anew
             self._programs = {k: p for k, p in self._programs.items() if p is not program}
             return self.step(args, kwargs)
-        rates = self._per_group(program, self._rates(program))
+        rates = self._rates(program)
         if rates is None:  # a group's rates came apart (per-parameter schedules): regroup
-            self._undo_clipped_adam(program)
             self._programs = {k: p for k, p in self._programs.items() if p is not program}
             return self.step(args, kwargs)
         if rates != program.rates:
@@ -577,42 +590,33 @@ class CompiledStep:
                 return False
         return True
 
-    def _rates(self, program: _Program) -> tuple:
-        """Per stepped leaf: the group's lr (Adam), or the signed step size (ClippedAdam, whose
-        rate and step count live in Python numbers in its state, moved here)."""
+    @staticmethod
+    def _rates(program: _Program, advance: bool = True) -> tuple | None:
+        """Per group, its leaves' rate for the next step (see :func:`_next_rate`); None, with
+        nothing advanced, where they differ within a group (per-parameter schedules)."""
         rates = []
-        for i, opt in zip(program.stepped, program.optimizers, strict=True):
-            group = opt.param_groups[0]
-            if type(opt) is ClippedAdam:
-                state = opt.state[program.leaves[i]]
-                state["lr"] *= group["lrd"]
-                state["step"] += 1
-                beta1, beta2 = group["betas"]
-                bias1, bias2 = 1 - beta1 ** state["step"], 1 - beta2 ** state["step"]
-                rates.append(-state["lr"] * math.sqrt(bias2) / bias1)
-            else:
-                rates.append(group["lr"])
+        for group in program.groups:
+            pairs = zip(group.leaves, group.optimizers, strict=True)
+            own = {_next_rate(opt, leaf, advance=False) for leaf, opt in pairs}
+            if len(own) != 1:
+                return None
+            rates.append(own.pop())
+        if advance:
+            for group in program.groups:
+                if group.clipped_adam:
+                    for leaf, opt in zip(group.leaves, group.optimizers, strict=True):
+                        _next_rate(opt, leaf, advance=True)
         return tuple(rates)
 
     @staticmethod
-    def _per_group(program: _Program, rates: tuple) -> tuple | None:
-        """Per group, the rate of its leaves (``rates``, per stepped leaf); None where they
-        differ within a group."""
-        per_group, at = [], 0
+    def _undo_clipped_adam(program: _Program) -> None:
+        """Take back what :meth:`_rates` advanced in ``ClippedAdam``'s Python state."""
         for group in program.groups:
-            count = len(group.indices)
-            if any(rate != rates[at] for rate in rates[at : at + count]):
-                return None
-            per_group.append(rates[at])
-            at += count
-        return tuple(per_group)
-
-    def _undo_clipped_adam(self, program: _Program) -> None:
-        for i, opt in zip(program.stepped, program.optimizers, strict=True):
-            if type(opt) is ClippedAdam:
-                state = opt.state[program.leaves[i]]
-                state["lr"] /= opt.param_groups[0]["lrd"]
-                state["step"] -= 1
+            for leaf, opt in zip(group.leaves, group.optimizers, strict=True):
+                if type(opt) is ClippedAdam:
+                    state = opt.state[leaf]
+                    state["lr"] /= opt.param_groups[0]["lrd"]
+                    state["step"] -= 1
 
     def _report_nonfinite(self, value: float, args: tuple, kwargs: dict) -> None:
         """Raise with the eager report (other draws, the same parameters: a program keeps no
@@ -646,7 +650,7 @@ class CompiledStep:
         program.stepped = [i for i, leaf in enumerate(leaves) if _had_grad(leaf)]
         program.fused = self._plan(program, svi.optim)
         if program.fused:
-            program.rates = self._per_group(program, self._peek_rates(program))
+            program.rates = self._rates(program, advance=False)
             program.rate_tensor = torch.tensor(program.rates, dtype=torch.float64)
             example = [*program.free, *data, *program.buffers(), program.rate_tensor]
             graph = _captured(_whole_step(program, grads_fn, len(data)), example)
@@ -682,7 +686,6 @@ class CompiledStep:
             group_leaves = [leaves[i] for i in indices]
             clip = [clips.get(leaf) for leaf in group_leaves]
             program.groups.append(FlatGroup(indices, group_leaves, optimizers, clip))
-            program.optimizers.extend(optimizers)
         program.stepped = [i for indices in groups.values() for i in indices]
         stepped = set(program.stepped)
         program.free = [leaf for i, leaf in enumerate(leaves) if i not in stepped]
@@ -691,21 +694,6 @@ class CompiledStep:
             if i not in stepped and entry is not None:
                 program.skipped.append((entry[1], leaf))
         return self._state(program)
-
-    def _peek_rates(self, program: _Program) -> tuple:
-        """The rates the next step will use (ClippedAdam's state left as it is)."""
-        rates = []
-        for i, opt in zip(program.stepped, program.optimizers, strict=True):
-            group = opt.param_groups[0]
-            if type(opt) is ClippedAdam:
-                state = opt.state[program.leaves[i]]
-                step = state["step"] + 1
-                beta1, beta2 = group["betas"]
-                bias1, bias2 = 1 - beta1**step, 1 - beta2**step
-                rates.append(-state["lr"] * group["lrd"] * math.sqrt(bias2) / bias1)
-            else:
-                rates.append(group["lr"])
-        return tuple(rates)
 
     @staticmethod
     def _grads_only(graph: torch.fx.GraphModule, program: _Program) -> torch.fx.GraphModule:
